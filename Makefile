@@ -1,0 +1,36 @@
+# One entry point for people and CI. `make test` and `make demo` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup controlplane lint test test-fast demo demo-down clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml VERSION
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Pinned etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok,
+# built from the Go module proxy into ~/.cache/batcomputer (reused across clones).
+controlplane:
+	hack/build-controlplane.sh >/dev/null
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	VENV=$(VENV) hack/lint-imports.sh
+
+# The test command: unit, server, training, control-plane and end-to-end tests.
+test: setup controlplane lint
+	$(BIN)/pytest
+
+# Quick local loop without the control plane.
+test-fast: setup
+	$(BIN)/pytest -m "not e2e and not controlplane"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

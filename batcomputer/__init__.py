@@ -1,0 +1,1 @@
+"""Batcomputer: versioned scikit-learn models on Kubernetes."""

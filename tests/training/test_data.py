@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from batcomputer.training import data, police
+
+HEADER = ",".join(police.STREET_COLUMNS)
+
+
+def write(path: Path, *rows: str, header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def row(month: str = "2024-03", force: str = "Kent Police", crime: str = "Burglary",
+        outcome: str = "Offender given a caution", location: str = "On or near Supermarket") -> str:
+    return ",".join(["abc", month, force, force, "0.1", "51.2", location, "E01000001",
+                     "Area 1", crime, outcome, ""])
+
+
+def test_generate_is_police_uk_shaped_and_deterministic(tmp_path: Path) -> None:
+    a = data.generate(tmp_path / "a", seed=3, months=2, rows_per_file=10)
+    b = data.generate(tmp_path / "b", seed=3, months=2, rows_per_file=10)
+    assert len(a) == 2 * len(police.FORCES) == 88
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert a[0].relative_to(tmp_path / "a").as_posix() == "2024-01/2024-01-avon-and-somerset-street.csv"
+    frame = pd.read_csv(a[0], dtype=str, keep_default_na=False)
+    assert tuple(frame.columns) == police.STREET_COLUMNS
+    outcomes = set(frame["Last outcome category"]) - {""}
+    assert outcomes <= police.CAUGHT_OUTCOMES | police.NOT_CAUGHT_OUTCOMES | police.OPEN_OUTCOMES
+    asb = frame[frame["Crime type"] == "Anti-social behaviour"]
+    assert (asb["Last outcome category"] == "").all()
+
+
+def test_other_seed_gives_other_data(tmp_path: Path) -> None:
+    a = data.generate(tmp_path / "a", seed=1, months=1, rows_per_file=5)
+    b = data.generate(tmp_path / "b", seed=2, months=1, rows_per_file=5)
+    assert a[0].read_bytes() != b[0].read_bytes()
+
+
+def test_reads_file_folder_and_glob_the_same(crime_data: Path) -> None:
+    by_folder, report = data.read_crimes(crime_data)
+    by_glob, _ = data.read_crimes(str(crime_data / "*" / "*.csv"))
+    assert len(by_folder) == len(by_glob) == report.rows_kept
+    one_file = sorted(crime_data.rglob("*.csv"))[0]
+    single, single_report = data.read_crimes(one_file)
+    assert single_report.files == [one_file] and 0 < len(single) < len(by_folder)
+
+
+def test_drops_and_counts_rows_without_a_usable_outcome(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.csv",
+                 row(), row(outcome="Investigation complete; no suspect identified"),
+                 row(crime="Anti-social behaviour", outcome=""),
+                 row(outcome="Under investigation"), row(outcome="Abducted by aliens"))
+    crimes, report = data.read_crimes(path)
+    assert list(crimes["caught"]) == [True, False]
+    assert report.rows_read == 5 and report.rows_kept == 2
+    assert report.dropped == {"without an outcome": 1, "with an open outcome": 1,
+                              "with an unknown outcome": 1}
+    assert report.unknown_outcomes == {"Abducted by aliens": 1}
+
+
+def test_fingerprint_ignores_names_and_order(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", row())
+    b = write(tmp_path / "b.csv", row(force="Essex Police"))
+    (tmp_path / "other").mkdir()
+    c = write(tmp_path / "other" / "zzz.csv", row())
+    assert data.fingerprint([a, b]) == data.fingerprint([b, c])
+    assert data.fingerprint([a]) != data.fingerprint([b])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "file is empty"),
+    ("Month,Crime type\n2024-01,Burglary\n", "x.csv:1: missing column(s) 'Reported by'"),
+    (HEADER + "\n" + row() + "\n" + row(month="March 2024") + "\n",
+     "x.csv:3: Month 'March 2024' is not YYYY-MM"),
+    (HEADER + "\n" + row(force="") + "\n", "x.csv:2: 'Reported by' is empty"),
+    (HEADER + "\n" + row() + "\n" + row() + ",extra,fields\n", "x.csv:3: not a valid CSV"),
+    (HEADER + "\n" + row(crime="Anti-social behaviour", outcome="") + "\n", "no usable rows"),
+    (HEADER + "\n" + row() + "\n" + row() + "\n", "same outcome"),
+])
+def test_bad_data_names_file_line_and_problem(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text(content)
+    with pytest.raises(data.DataError, match=r".*" + message.replace("(", r"\(").replace(")", r"\)")):
+        data.read_crimes(path)
+
+
+def test_missing_source_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(data.DataError, match="no such file"):
+        data.read_crimes(tmp_path / "nope" / "*.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DataError, match="no .csv files"):
+        data.read_crimes(tmp_path / "empty")

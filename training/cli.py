@@ -1,0 +1,112 @@
+"""`batcomputer generate-data | train | versions`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from batcomputer.training import data, features, publish, train
+
+log = logging.getLogger("batcomputer.training")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = sub.add_parser("generate-data", help="write deterministic police.uk-shaped CSVs",
+                         description=data.generate.__doc__)
+    gen.add_argument("out", help="output folder")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--months", type=int, default=12, help="number of months (default 12)")
+    gen.add_argument("--start", default="2024-01", help="first month, YYYY-MM")
+    gen.add_argument("--rows-per-file", type=int, default=120,
+                     help="rows per force and month (default 120)")
+    gen.set_defaults(func=cmd_generate)
+
+    tr = sub.add_parser("train", help="train a model and publish it to a registry folder",
+                        description="Train on police.uk street-level CSVs and publish "
+                                    "<registry>/<name>/<version>/.")
+    tr.add_argument("data", help="a CSV file, a folder of CSVs (recursive) or a glob")
+    tr.add_argument("--registry", required=True, help="registry folder")
+    tr.add_argument("--name", default="crime", help="model name (default crime)")
+    version = tr.add_mutually_exclusive_group()
+    version.add_argument("--version", help="explicit MAJOR.MINOR.PATCH (checked against the rules)")
+    version.add_argument("--bump", default="auto", choices=["auto", "major", "minor", "patch"],
+                         help="derive the version from the latest one (default auto: from what "
+                              "changed)")
+    tr.add_argument("--features", default=",".join(features.DEFAULT_FEATURES),
+                    help=f"comma-separated inputs, from {', '.join(features.FEATURES)} "
+                         f"(default {','.join(features.DEFAULT_FEATURES)})")
+    tr.add_argument("--classifier", default="random-forest", choices=sorted(train.CLASSIFIERS))
+    tr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="classifier parameter (JSON value), repeatable")
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--test-size", type=float, default=0.2)
+    tr.add_argument("--min-place-share", type=float, default=0.005,
+                    help="places with a smaller share of the rows become 'Other' (default 0.005)")
+    tr.set_defaults(func=cmd_train)
+
+    ver = sub.add_parser("versions", help="list the published versions of a model")
+    ver.add_argument("registry")
+    ver.add_argument("name")
+    ver.add_argument("--json", action="store_true", help="print metadata as JSON")
+    ver.set_defaults(func=cmd_versions)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    files = data.generate(args.out, seed=args.seed, months=args.months, start=args.start,
+                          rows_per_file=args.rows_per_file)
+    print(f"Wrote {len(files)} files to {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = train.TrainConfig(
+        features=features.parse_feature_names(args.features),
+        classifier=args.classifier,
+        params=tuple(train.parse_param(p) for p in args.param),
+        seed=args.seed, test_size=args.test_size, min_place_share=args.min_place_share)
+    config.resolved_params()  # fail on bad parameters before reading any data
+    registry = publish.Registry(args.registry)
+    existing = registry.signatures(args.name)
+    if args.version and args.version in {str(v) for v in existing}:
+        raise publish.PublishError(f"{args.name} {args.version} is already published; "
+                                   "published versions are immutable")
+
+    crimes, report = data.read_crimes(args.data)
+    log.info("Data: %s", report.summary())
+    trained = train.train(crimes, config)
+    summary = publish.DataSummary(fingerprint=report.fingerprint, files=len(report.files),
+                                  rows_read=report.rows_read, rows_used=report.rows_kept,
+                                  dropped=dict(sorted(report.dropped.items())))
+    signature = publish.Signature(api=features.api_signature(trained.schema),
+                                  classifier=trained.classifier, params=trained.params,
+                                  data=summary.fingerprint)
+    version = publish.choose_version(existing, signature, requested=args.version, bump=args.bump)
+    path = registry.publish(args.name, version, trained, config, summary)
+    m = trained.metrics
+    print(f"Published {args.name} {version} to {path} "
+          f"(accuracy {m['accuracy']:.3f}, ROC AUC {m['roc_auc']:.3f})")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    versions = publish.Registry(args.registry).versions(args.name)
+    if args.json:
+        print(json.dumps({str(v): m for v, m in versions.items()}, indent=2, sort_keys=True))
+        return 0
+    if not versions:
+        print(f"No versions of {args.name!r} in {args.registry}", file=sys.stderr)
+        return 1
+    rows = [("VERSION", "CREATED", "CLASSIFIER", "INPUTS", "ACCURACY", "ROC_AUC", "ROWS")]
+    for version, meta in versions.items():
+        metrics = meta.get("metrics", {})
+        rows.append((str(version), meta.get("created", "?"), meta["training"]["classifier"],
+                     ",".join(i["name"] for i in meta["schema"]["inputs"]),
+                     f"{metrics.get('accuracy', float('nan')):.3f}",
+                     f"{metrics.get('roc_auc', float('nan')):.3f}",
+                     f"{meta['data'].get('rows_used', 0):,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0

@@ -1,0 +1,141 @@
+"""Features: from police.uk rows to the model's inputs, the lookup and the API schema.
+
+The lookup (``lookup.pkl``) is an ordered mapping feature name -> either a dict
+(categorical: value -> integer code) or the string ``"numeric"``. Its order is
+the column order of the model's input matrix. The schema (in metadata.json) says
+the same thing in JSON, with the accepted range of numeric inputs; it is what
+decides whether two models have the same API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+NUMERIC: Final = "numeric"
+OTHER: Final = "Other"
+Lookup = dict[str, dict[str, int] | str]
+Schema = list[dict[str, Any]]
+
+
+def _place(location: pd.Series) -> pd.Series:
+    """'On or near Supermarket' -> 'Supermarket'; empty or 'No Location' -> 'Other'."""
+    place = location.str.removeprefix("On or near ").str.strip()
+    return place.mask(place.isin(["", "No Location", "No location"]), OTHER)
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    kind: str  # "categorical" or "integer"
+    extract: Callable[[pd.DataFrame], pd.Series]
+    minimum: int | None = None
+    maximum: int | None = None
+    rare_to_other: bool = False
+
+
+FEATURES: Final[dict[str, Feature]] = {
+    f.name: f
+    for f in (
+        Feature("force", "Police force that recorded the crime (police.uk 'Reported by')",
+                "categorical", lambda d: d["Reported by"]),
+        Feature("crime", "Crime type (police.uk 'Crime type')",
+                "categorical", lambda d: d["Crime type"]),
+        Feature("month", "Month of the year the crime was recorded, 1-12",
+                "integer", lambda d: d["Month"].str[5:7].astype(int), minimum=1, maximum=12),
+        Feature("place", "Kind of place, from police.uk 'Location' ('On or near <place>'); "
+                "rare places are 'Other'",
+                "categorical", lambda d: _place(d["Location"]), rare_to_other=True),
+    )
+}
+DEFAULT_FEATURES: Final[tuple[str, ...]] = ("force", "crime", "month")
+
+
+def parse_feature_names(text: str | Sequence[str]) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in (text.split(",") if isinstance(text, str) else text))
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or not names:
+        raise ValueError(f"unknown feature(s) {unknown}; choose from {', '.join(FEATURES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"feature listed twice in {','.join(names)}")
+    return names
+
+
+def extract(crimes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Raw feature values (strings or ints), one column per feature."""
+    return pd.DataFrame({n: FEATURES[n].extract(crimes).to_numpy() for n in names})
+
+
+def build_lookup(raw: pd.DataFrame, *, min_share: float = 0.005, max_values: int = 30) -> Lookup:
+    """Codes are given in sorted value order, so the same data gives the same lookup.
+    Values of a ``rare_to_other`` feature that make up less than ``min_share`` of
+    the rows (or beyond the ``max_values`` most frequent) become 'Other'."""
+    min_count = max(1, int(min_share * len(raw)))
+    lookup: Lookup = {}
+    for name in raw.columns:
+        feature = FEATURES[name]
+        if feature.kind != "categorical":
+            lookup[name] = NUMERIC
+            continue
+        counts = raw[name].value_counts()
+        if feature.rare_to_other:
+            frequent = counts[counts >= min_count].sort_index(kind="stable")
+            frequent = frequent.sort_values(ascending=False, kind="stable").head(max_values - 1)
+            values = sorted(set(frequent.index) | {OTHER})
+        else:
+            values = sorted(counts.index)
+        lookup[name] = {str(v): i for i, v in enumerate(values)}
+    return lookup
+
+
+def encode(raw: pd.DataFrame, lookup: Lookup) -> np.ndarray:
+    """The model's input matrix (float64, columns in lookup order)."""
+    columns = []
+    for name, codes in lookup.items():
+        column = raw[name]
+        if isinstance(codes, dict):
+            fallback = codes.get(OTHER)
+            mapped = column.map(codes)
+            if fallback is not None:
+                mapped = mapped.fillna(fallback)
+            if mapped.isna().any():
+                missing = sorted(column[mapped.isna()].unique())[:5]
+                raise ValueError(f"{name}: values not in lookup: {missing}")
+            columns.append(mapped.to_numpy(dtype=np.float64))
+        else:
+            columns.append(column.to_numpy(dtype=np.float64))
+    return np.column_stack(columns)
+
+
+def schema(lookup: Lookup, labels: Sequence[str]) -> dict[str, Any]:
+    """The model's API in JSON: inputs in order with their type and accepted values,
+    and the output labels. Two models with equal schemas are API-compatible."""
+    inputs: Schema = []
+    for name, codes in lookup.items():
+        feature = FEATURES.get(name)
+        entry: dict[str, Any] = {"name": name}
+        if feature is not None:
+            entry["description"] = feature.description
+        if isinstance(codes, dict):
+            entry.update(type="categorical", values=list(codes))
+        else:
+            entry["type"] = feature.kind if feature else "number"
+            if feature is not None and feature.minimum is not None:
+                entry["minimum"] = feature.minimum
+            if feature is not None and feature.maximum is not None:
+                entry["maximum"] = feature.maximum
+        inputs.append(entry)
+    return {"inputs": inputs, "outputs": list(labels)}
+
+
+def api_signature(api_schema: dict[str, Any]) -> dict[str, Any]:
+    """The part of a schema that is the API (descriptions are documentation)."""
+    return {
+        "inputs": [{k: v for k, v in i.items() if k != "description"} for i in api_schema["inputs"]],
+        "outputs": list(api_schema["outputs"]),
+    }

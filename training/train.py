@@ -1,0 +1,133 @@
+"""Training: target, classifier, hold-out metrics.
+
+Returns a `TrainedModel` (the artifact triad plus what metadata.json records);
+writing it is `publish`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from batcomputer.training import features
+from batcomputer.training.features import Lookup
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+# Labels of predict_proba's columns, in classes_ order (target False, True).
+LABELS: Final[tuple[str, str]] = ("not_caught", "caught")
+
+CLASSIFIERS: Final[dict[str, tuple[type[Any], dict[str, Any]]]] = {
+    "random-forest": (RandomForestClassifier, {"n_estimators": 100, "min_samples_leaf": 25}),
+    "extra-trees": (ExtraTreesClassifier, {"n_estimators": 100, "min_samples_leaf": 25}),
+    "gradient-boosting": (HistGradientBoostingClassifier, {"max_iter": 100}),
+    "logistic-regression": (LogisticRegression, {"max_iter": 1000}),
+}
+PARALLEL_FIT: Final[frozenset[type[Any]]] = frozenset({RandomForestClassifier, ExtraTreesClassifier})
+# Parameters that change how fast a model trains or predicts, not what it predicts.
+RUNTIME_PARAMS: Final[frozenset[str]] = frozenset({"n_jobs", "verbose", "warm_start"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    features: tuple[str, ...] = features.DEFAULT_FEATURES
+    classifier: str = "random-forest"
+    params: tuple[tuple[str, Any], ...] = ()
+    seed: int = 42
+    test_size: float = 0.2
+    min_place_share: float = 0.005
+
+    def resolved_params(self) -> dict[str, Any]:
+        """Defaults of the classifier overlaid by the user's, plus the seed."""
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {self.classifier!r}; "
+                             f"choose from {', '.join(CLASSIFIERS)}")
+        cls, defaults = CLASSIFIERS[self.classifier]
+        merged = {**defaults, "random_state": self.seed, **dict(self.params)}
+        valid = cls().get_params()
+        unknown = sorted(set(merged) - set(valid))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no parameter(s) {', '.join(unknown)}")
+        return dict(sorted(merged.items()))
+
+
+@dataclass
+class TrainedModel:
+    model: ClassifierMixin
+    lookup: Lookup
+    flags: list[str]
+    schema: dict[str, Any]
+    classifier: str
+    params: dict[str, Any]
+    metrics: dict[str, float | int]
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """'max_depth=12' -> ('max_depth', 12); values are JSON, else strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"parameter {text!r} is not key=value")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def target(crimes: pd.DataFrame) -> np.ndarray:
+    caught: np.ndarray = crimes["caught"].to_numpy(dtype=np.int64)
+    return caught
+
+
+def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
+    params = config.resolved_params()
+    cls, _ = CLASSIFIERS[config.classifier]
+    raw = features.extract(crimes, config.features)
+    lookup = features.build_lookup(raw, min_share=config.min_place_share)
+    x = features.encode(raw, lookup)
+    y = target(crimes)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=config.test_size, random_state=config.seed, stratify=y)
+
+    fit_params = dict(params)
+    if cls in PARALLEL_FIT and "n_jobs" not in dict(config.params):
+        fit_params["n_jobs"] = -1
+    log.info("Training %s(%s) on %s rows x %d features",
+             cls.__name__, ", ".join(f"{k}={v}" for k, v in params.items()),
+             f"{len(x_train):,}", x.shape[1])
+    started = time.monotonic()
+    model = cls(**fit_params).fit(x_train, y_train)
+    log.info("Trained in %.1fs; scoring %s hold-out rows", time.monotonic() - started,
+             f"{len(x_test):,}")
+    proba = model.predict_proba(x_test)[:, 1]
+    metrics: dict[str, float | int] = {
+        "accuracy": round(float(accuracy_score(y_test, proba >= 0.5)), 6),
+        "roc_auc": round(float(roc_auc_score(y_test, proba)), 6),
+        "log_loss": round(float(log_loss(y_test, proba)), 6),
+        "positive_rate": round(float(y_test.mean()), 6),
+        "rows_train": len(x_train),
+        "rows_test": len(x_test),
+    }
+    # A model pickled with n_jobs=-1 spins up a thread pool on every predict call.
+    if hasattr(model, "n_jobs"):
+        model.n_jobs = None
+    flags = [LABELS[int(c)] for c in model.classes_]
+    api = features.schema(lookup, flags)
+    return TrainedModel(model=model, lookup=lookup, flags=flags, schema=api,
+                        classifier=config.classifier,
+                        params={k: v for k, v in params.items() if k not in RUNTIME_PARAMS},
+                        metrics=metrics)
