@@ -1,0 +1,1 @@
+"""batcomputer.server"""
