@@ -7,6 +7,8 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from batcomputer.testenv import cli as testenv_cli
+from batcomputer.testenv.cluster import TestEnvError
 from batcomputer.training import cli as training_cli
 from batcomputer.training.data import DataError
 from batcomputer.training.publish import PublishError
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training_cli.register(sub)
+    testenv_cli.register(sub)
     return parser
 
 
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args.func(args))
-    except (DataError, PublishError, ValueError) as exc:
+    except (DataError, PublishError, TestEnvError, ValueError) as exc:
         print(f"batcomputer {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -105,10 +105,20 @@ GO
   mv "${BIN_DIR}/etcd.tmp" "${BIN_DIR}/etcd"
 fi
 
-if need kwok; then
+if need kwok || [[ ! -s "${BIN_DIR}/../kwok-stages.yaml" ]]; then
   log "building kwok ${KWOK_VERSION}"
   GOBIN="${WORK}/gobin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   mv "${WORK}/gobin/kwok" "${BIN_DIR}/kwok"
+  # kwok reads the lifecycle of nodes and pods ("stages") from its config; use the
+  # default "fast" stages shipped in the same kwok module version.
+  kwok_dir="$(go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  stages="${kwok_dir}/kustomize/stage"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "${stages}/${f}"
+  done > "${BIN_DIR}/../kwok-stages.yaml.tmp"
+  mv "${BIN_DIR}/../kwok-stages.yaml.tmp" "${BIN_DIR}/../kwok-stages.yaml"
 fi
 
 log "binaries in ${BIN_DIR} ($(( $(date +%s) - start ))s)"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from batcomputer.cli import main as cli
+from batcomputer.testenv.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +28,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory, crime_data: Path) -> Path
     assert cli(["-q", "train", *common, "--version", "2.0.0",
                 "--features", "force,crime,month,place"]) == 0
     return reg
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The real local control plane (etcd, kube-apiserver, kube-controller-manager,
+    kube-scheduler, kwok and the podlet), started once per session. Fails, never
+    skips, when it cannot start."""
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
