@@ -7,6 +7,7 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from batcomputer.operator import cli as operator_cli
 from batcomputer.testenv import cli as testenv_cli
 from batcomputer.testenv.cluster import TestEnvError
 from batcomputer.training import cli as training_cli
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training_cli.register(sub)
+    operator_cli.register(sub)
     testenv_cli.register(sub)
     return parser
 

@@ -1,0 +1,146 @@
+"""PURE: the objects a BatModel should own, as plain dicts ready for server-side apply."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from batcomputer.operator import labels
+from batcomputer.operator.settings import Settings
+from batcomputer.operator.spec import ModelSpec, VersionSpec
+
+SERVER_PORT: Final = 8080
+SERVICE_PORT: Final = 80
+RUN_AS: Final = 10001
+MODEL_MOUNT: Final = "/models"
+
+
+def child_name(model: str, major: int) -> str:
+    return f"{model}-v{major}"
+
+
+def endpoint(model: ModelSpec, service: str, settings: Settings) -> str:
+    return f"http://{service}.{model.namespace}.{settings.cluster_domain}/api/predict"
+
+
+def owner_reference(model: ModelSpec) -> dict[str, Any]:
+    return {"apiVersion": labels.API_VERSION, "kind": labels.KIND, "name": model.name,
+            "uid": model.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(model: ModelSpec, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": model.namespace, "labels": object_labels,
+            "ownerReferences": [owner_reference(model)]}
+
+
+def artifact_location(version: VersionSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the server is told to load, and the volumes/mounts that make it reachable.
+    ``pvc://claim/path`` mounts the claim read-only at /models/<claim>."""
+    pvc = version.pvc
+    if pvc is None:
+        return version.artifact, [], []
+    volume = f"model-{pvc.claim}"[:63].rstrip("-.")
+    mount = f"{MODEL_MOUNT}/{pvc.claim}"
+    return (f"{mount}/{pvc.path}".rstrip("/") + "/",
+            [{"name": volume, "persistentVolumeClaim": {"claimName": pvc.claim, "readOnly": True}}],
+            [{"name": volume, "mountPath": mount, "readOnly": True}])
+
+
+def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> dict[str, Any]:
+    name = child_name(model.name, version.major)
+    pod_labels = labels.for_version(model.name, version.major, str(version.version))
+    artifact, volumes, mounts = artifact_location(version)
+    env = [{"name": "BATCOMPUTER_ARTIFACT", "value": artifact},
+           {"name": "BATCOMPUTER_VERSION", "value": str(version.version)},
+           {"name": "BATCOMPUTER_MODEL_NAME", "value": model.name},
+           {"name": "BATCOMPUTER_PORT", "value": str(SERVER_PORT)},
+           {"name": "BATCOMPUTER_WORKERS", "value": str(settings.server_workers)},
+           {"name": "BATCOMPUTER_CACHE_DIR", "value": "/tmp/artifacts"}]
+    if version.digest:
+        env.append({"name": "BATCOMPUTER_DIGEST", "value": version.digest})
+    container = {
+        "name": "server",
+        "image": settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["serve"],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": model.resources or settings.default_resources,
+        # The server loads and verifies the artifact before it listens: give it time
+        # to start, then check liveness, and only route traffic once /readyz says so.
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                         "periodSeconds": 2, "failureThreshold": 90},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                           "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(model, name, pod_labels),
+        "spec": {
+            "replicas": model.replicas,
+            "selector": {"matchLabels": labels.pod_selector(model.name, version.major)},
+            # Never below the desired ready replicas: surge one new pod at a time and
+            # retire an old one only when a new one is Ready.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {"prometheus.io/scrape": "true",
+                                             "prometheus.io/port": str(SERVER_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS,
+                                        "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
+                },
+            },
+        },
+    }
+
+
+def _service(model: ModelSpec, name: str, object_labels: dict[str, str],
+             selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(model, name, object_labels),
+        "spec": {"type": "ClusterIP", "selector": selector,
+                 "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http",
+                            "protocol": "TCP"}]},
+    }
+
+
+def version_service(model: ModelSpec, version: VersionSpec) -> dict[str, Any]:
+    """``<model>-v<major>``: a fixed API for apps that depend on it."""
+    return _service(model, child_name(model.name, version.major),
+                    labels.for_version(model.name, version.major, str(version.version)),
+                    labels.pod_selector(model.name, version.major))
+
+
+def stable_service(model: ModelSpec, serving: VersionSpec) -> dict[str, Any]:
+    """``<model>``: routes to the pods of the version being served as promoted."""
+    stable_labels = {**labels.common(model.name), labels.NAME: model.name,
+                     labels.INSTANCE: model.name, labels.COMPONENT: "stable-endpoint",
+                     labels.MAJOR: str(serving.major), labels.MODEL_VERSION: str(serving.version)}
+    return _service(model, model.name, stable_labels,
+                    labels.pod_selector(model.name, serving.major))
+
+
+def versioned_children(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for version in model.versions:
+        out += [deployment(model, version, settings), version_service(model, version)]
+    return out

@@ -1,0 +1,96 @@
+"""The only module that talks to the Kubernetes API.
+
+Children are written with server-side apply under one field manager, forcing
+ownership of the fields we set, so hand edits of those fields are undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from batcomputer.operator import labels
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def api_client() -> client.ApiClient:
+    """In-cluster credentials in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+        self.field_manager = field_manager
+        self.dynamic = DynamicClient(api)
+        self.resources = {
+            "Deployment": self.dynamic.resources.get(api_version="apps/v1", kind="Deployment"),
+            "Service": self.dynamic.resources.get(api_version="v1", kind="Service"),
+            "Pod": self.dynamic.resources.get(api_version="v1", kind="Pod"),
+            labels.KIND: self.dynamic.resources.get(api_version=labels.API_VERSION, kind=labels.KIND),
+        }
+
+    def apply(self, obj: Obj) -> Obj:
+        """Server-side apply; returns the object as stored."""
+        result = self.dynamic.server_side_apply(
+            self.resources[obj["kind"]], body=obj, namespace=obj["metadata"]["namespace"],
+            field_manager=self.field_manager, force_conflicts=True)
+        applied: Obj = result.to_dict()
+        return applied
+
+    def list_objects(self, kind: str, namespace: str, selector: str) -> list[Obj]:
+        found = self.resources[kind].get(namespace=namespace, label_selector=selector)
+        items: list[Obj] = found.to_dict()["items"]
+        return items
+
+    def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]:
+        """Deployments and Services of a BatModel, keyed by (kind, name); only those
+        this BatModel (by uid) controls."""
+        selector = labels.selector(model)
+        found: dict[tuple[str, str], Obj] = {}
+        for kind in ("Deployment", "Service"):
+            for item in self.list_objects(kind, namespace, selector):
+                owners = item["metadata"].get("ownerReferences") or []
+                if any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
+                    found[(kind, item["metadata"]["name"])] = item
+        return found
+
+    def pods(self, namespace: str, model: str) -> list[Obj]:
+        return self.list_objects("Pod", namespace, f"{labels.MODEL}={model}")
+
+    def delete(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        with contextlib.suppress(NotFoundError):
+            self.resources[obj["kind"]].delete(
+                name=meta["name"], namespace=meta["namespace"],
+                body={"propagationPolicy": "Background",
+                      "preconditions": {"uid": meta["uid"]}})
+
+    def batmodel(self, namespace: str, name: str) -> Obj | None:
+        try:
+            found: Obj = self.resources[labels.KIND].get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+        return found
+
+    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        try:
+            self.resources[labels.KIND].status.patch(
+                name=name, namespace=namespace, body={"status": status},
+                content_type="application/merge-patch+json")
+        except NotFoundError:
+            log.info("BatModel %s/%s is gone; status not written", namespace, name)
+
+
+__all__ = ["ApiException", "Kube", "NotFoundError", "api_client"]

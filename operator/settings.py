@@ -1,0 +1,84 @@
+"""Operator settings: one typed object, read from the environment once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "BATCOMPUTER_OPERATOR_"
+
+
+def _resources(requests_cpu: str, requests_memory: str, limits_memory: str,
+               limits_cpu: str = "") -> dict[str, dict[str, str]]:
+    limits = {"memory": limits_memory}
+    if limits_cpu:
+        limits["cpu"] = limits_cpu
+    return {"requests": {"cpu": requests_cpu, "memory": requests_memory}, "limits": limits}
+
+
+@dataclass(frozen=True)
+class Settings:
+    server_image: str = "ghcr.io/batcomputer/server:0.1.0"
+    """Image of the generic prediction server (Dockerfile.server)."""
+    image_pull_policy: str = "IfNotPresent"
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means every namespace (cluster-wide)."""
+    resync_seconds: float = 30.0
+    """How often every BatModel is reconciled even when nothing changed (drift repair)."""
+    field_manager: str = "batcomputer-operator"
+    """Server-side apply field manager of everything the operator writes."""
+    default_replicas: int = 1
+    server_workers: int = 2
+    """Gunicorn workers per prediction-server pod."""
+    progress_deadline_seconds: int = 300
+    """A rollout that makes no progress for this long is reported Degraded."""
+    default_resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: _resources("100m", "256Mi", "512Mi"))
+    liveness_endpoint: str = "http://0.0.0.0:8081/healthz"
+    """Where kopf serves the operator's own liveness probe."""
+    cluster_domain: str = "svc"
+    """Suffix of in-cluster endpoint URLs: http://<service>.<namespace>.<cluster_domain>/."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        if (v := get("SERVER_IMAGE")) is not None:
+            values["server_image"] = v
+        if (v := get("IMAGE_PULL_POLICY")) is not None:
+            if v not in ("Always", "IfNotPresent", "Never"):
+                raise ValueError(f"{PREFIX}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never")
+            values["image_pull_policy"] = v
+        if (v := get("NAMESPACES")) is not None:
+            values["namespaces"] = tuple(n.strip() for n in v.split(",") if n.strip())
+        for name, key, kind in (("RESYNC_SECONDS", "resync_seconds", float),
+                                ("DEFAULT_REPLICAS", "default_replicas", int),
+                                ("SERVER_WORKERS", "server_workers", int),
+                                ("PROGRESS_DEADLINE_SECONDS", "progress_deadline_seconds", int)):
+            if (v := get(name)) is not None:
+                try:
+                    values[key] = kind(v)
+                except ValueError as exc:
+                    raise ValueError(f"{PREFIX}{name}={v!r} is not a number") from exc
+                if values[key] <= 0 and key != "default_replicas":
+                    raise ValueError(f"{PREFIX}{name} must be positive")
+        if (v := get("FIELD_MANAGER")) is not None:
+            values["field_manager"] = v
+        if (v := get("LIVENESS_ENDPOINT")) is not None:
+            values["liveness_endpoint"] = v
+        if (v := get("CLUSTER_DOMAIN")) is not None:
+            values["cluster_domain"] = v
+        resources = {k: get(k) for k in ("CPU_REQUEST", "MEMORY_REQUEST", "MEMORY_LIMIT",
+                                         "CPU_LIMIT")}
+        if any(resources.values()):
+            values["default_resources"] = _resources(
+                resources["CPU_REQUEST"] or "100m", resources["MEMORY_REQUEST"] or "256Mi",
+                resources["MEMORY_LIMIT"] or "512Mi", resources["CPU_LIMIT"] or "")
+        return cls(**values)

@@ -1,0 +1,152 @@
+"""Parse and validate a BatModel spec into typed objects.
+
+The CRD schema refuses most bad specs at the API server; this module checks
+everything again (the operator must never act on a spec it does not understand,
+whatever schema was installed) and collects every problem in one `SpecError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import semver
+
+SEMVER_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+DNS1035_RE: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SCHEMES: Final = ("http", "https", "pvc")
+MAX_REPLICAS: Final = 50
+MAX_NAME: Final = 63
+
+
+class SpecError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class PvcArtifact:
+    claim: str
+    path: str
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    version: semver.Version
+    artifact: str
+    digest: str | None = None
+
+    @property
+    def major(self) -> int:
+        return int(self.version.major)
+
+    @property
+    def pvc(self) -> PvcArtifact | None:
+        parts = urlsplit(self.artifact)
+        if parts.scheme != "pvc":
+            return None
+        return PvcArtifact(claim=parts.netloc, path=parts.path.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    versions: tuple[VersionSpec, ...]
+    """Sorted by MAJOR."""
+    promoted: VersionSpec
+    replicas: int
+    resources: dict[str, Any] | None = None
+
+    def by_major(self, major: int) -> VersionSpec | None:
+        return next((v for v in self.versions if v.major == major), None)
+
+
+def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
+    meta = body.get("metadata", {})
+    spec = body.get("spec") or {}
+    name = str(meta.get("name", ""))
+    problems: list[str] = []
+    if not DNS1035_RE.match(name) or len(name) > MAX_NAME - 4:
+        problems.append(f"metadata.name {name!r} must be a DNS-1035 label of at most "
+                        f"{MAX_NAME - 4} characters (a-z, 0-9, '-', starting with a letter): "
+                        "it names the Services <name> and <name>-v<major>")
+
+    versions: list[VersionSpec] = []
+    raw_versions = spec.get("versions")
+    if not isinstance(raw_versions, list) or not raw_versions:
+        problems.append("spec.versions must list at least one version")
+        raw_versions = []
+    majors: dict[int, str] = {}
+    for i, entry in enumerate(raw_versions):
+        where = f"spec.versions[{i}]"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} must be an object")
+            continue
+        text = str(entry.get("version", ""))
+        if not SEMVER_RE.match(text):
+            problems.append(f"{where}.version {text!r} is not a semantic version MAJOR.MINOR.PATCH")
+            continue
+        version = semver.Version.parse(text)
+        if version.major in majors:
+            problems.append(f"{where}.version {text}: MAJOR {version.major} is already listed "
+                            f"({majors[version.major]}); list at most one version per MAJOR")
+            continue
+        majors[version.major] = text
+        artifact = str(entry.get("artifact", ""))
+        problems += _check_artifact(where, artifact)
+        digest = entry.get("digest")
+        if digest is not None and not DIGEST_RE.match(str(digest)):
+            problems.append(f"{where}.digest must be sha256:<64 hex digits>")
+        versions.append(VersionSpec(version=version, artifact=artifact,
+                                    digest=str(digest) if digest else None))
+    versions.sort(key=lambda v: v.major)
+
+    promoted: VersionSpec | None = None
+    promoted_text = spec.get("promoted")
+    if promoted_text is None:
+        promoted = max(versions, key=lambda v: v.version) if versions else None
+    else:
+        promoted = next((v for v in versions if str(v.version) == str(promoted_text)), None)
+        if promoted is None and versions:
+            problems.append(f"spec.promoted {promoted_text!r} is not one of the listed versions "
+                            f"({', '.join(str(v.version) for v in versions)})")
+
+    replicas = spec.get("replicas", default_replicas)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
+        problems.append(f"spec.replicas must be an integer from 0 to {MAX_REPLICAS}")
+        replicas = default_replicas
+    resources = spec.get("resources")
+    if resources is not None and not isinstance(resources, Mapping):
+        problems.append("spec.resources must be an object with requests and/or limits")
+        resources = None
+
+    if problems or promoted is None:
+        raise SpecError(problems or ["spec.versions must list at least one version"])
+    return ModelSpec(name=name, namespace=str(meta.get("namespace", "")),
+                     uid=str(meta.get("uid", "")), generation=int(meta.get("generation", 0)),
+                     versions=tuple(versions), promoted=promoted, replicas=int(replicas),
+                     resources=dict(resources) if resources else None)
+
+
+def _check_artifact(where: str, artifact: str) -> list[str]:
+    parts = urlsplit(artifact)
+    if parts.scheme not in SCHEMES:
+        return [f"{where}.artifact {artifact!r} must start with one of "
+                f"{', '.join(s + '://' for s in SCHEMES)}"]
+    if not parts.netloc:
+        return [f"{where}.artifact {artifact!r} has no host (or, for pvc://, no claim name)"]
+    if parts.scheme == "pvc":
+        if not DNS1123_RE.match(parts.netloc):
+            return [f"{where}.artifact: {parts.netloc!r} is not a valid PersistentVolumeClaim name"]
+        if ".." in parts.path.split("/"):
+            return [f"{where}.artifact: the path inside the claim may not contain '..'"]
+    return []

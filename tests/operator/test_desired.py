@@ -1,0 +1,109 @@
+"""Desired state is plain dicts: tested with dicts, no cluster."""
+
+from __future__ import annotations
+
+import semver
+from batcomputer.operator import desired, labels
+from batcomputer.operator.settings import Settings
+from batcomputer.operator.spec import ModelSpec, VersionSpec
+
+V1 = VersionSpec(semver.Version.parse("1.4.2"), "https://m.example/crime/1.4.2/",
+                 "sha256:" + "b" * 64)
+V2 = VersionSpec(semver.Version.parse("2.0.0"), "pvc://model-store/crime/2.0.0")
+MODEL = ModelSpec(name="crime", namespace="prod", uid="uid-1", generation=4, versions=(V1, V2),
+                  promoted=V2, replicas=3)
+SETTINGS = Settings(server_image="reg/server:1", server_workers=3)
+
+
+def env(container: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_deployment_is_named_by_major_and_owned_by_the_batmodel() -> None:
+    dep = desired.deployment(MODEL, V1, SETTINGS)
+    meta = dep["metadata"]
+    assert meta["name"] == "crime-v1" and meta["namespace"] == "prod"
+    assert meta["ownerReferences"] == [{"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+                                        "name": "crime", "uid": "uid-1", "controller": True,
+                                        "blockOwnerDeletion": True}]
+    assert meta["labels"] == {
+        "app.kubernetes.io/managed-by": "batcomputer-operator", "app.kubernetes.io/part-of": "batcomputer",
+        "app.kubernetes.io/name": "crime", "app.kubernetes.io/instance": "crime-v1",
+        "app.kubernetes.io/version": "1.4.2", "app.kubernetes.io/component": "predictor",
+        "batcomputer.io/model": "crime", "batcomputer.io/major": "1", "batcomputer.io/version": "1.4.2"}
+    assert dep["spec"]["template"]["metadata"]["labels"] == meta["labels"]
+
+
+def test_selector_names_only_model_and_major_so_minor_bumps_roll_in_place() -> None:
+    a = desired.deployment(MODEL, V1, SETTINGS)
+    b = desired.deployment(MODEL, VersionSpec(semver.Version.parse("1.5.0"), V1.artifact), SETTINGS)
+    assert a["spec"]["selector"] == b["spec"]["selector"] == {
+        "matchLabels": {"batcomputer.io/model": "crime", "batcomputer.io/major": "1"}}
+    assert a["metadata"]["name"] == b["metadata"]["name"]
+
+
+def test_pod_runs_the_server_with_its_artifact_and_probes() -> None:
+    dep = desired.deployment(MODEL, V1, SETTINGS)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "reg/server:1" and container["args"] == ["serve"]
+    assert env(container) == {
+        "BATCOMPUTER_ARTIFACT": "https://m.example/crime/1.4.2/", "BATCOMPUTER_VERSION": "1.4.2",
+        "BATCOMPUTER_MODEL_NAME": "crime", "BATCOMPUTER_PORT": "8080", "BATCOMPUTER_WORKERS": "3",
+        "BATCOMPUTER_CACHE_DIR": "/tmp/artifacts", "BATCOMPUTER_DIGEST": "sha256:" + "b" * 64}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["resources"] == SETTINGS.default_resources
+    assert dep["spec"]["replicas"] == 3
+
+
+def test_rollout_never_drops_below_desired_ready_replicas() -> None:
+    strategy = desired.deployment(MODEL, V1, SETTINGS)["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_restricted_security_context() -> None:
+    pod = desired.deployment(MODEL, V1, SETTINGS)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+
+
+def test_pvc_artifact_is_mounted_read_only() -> None:
+    pod = desired.deployment(MODEL, V2, SETTINGS)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert env(container)["BATCOMPUTER_ARTIFACT"] == "/models/model-store/crime/2.0.0/"
+    assert {"name": "model-model-store",
+            "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}} in pod["volumes"]
+    assert {"name": "model-model-store", "mountPath": "/models/model-store",
+            "readOnly": True} in container["volumeMounts"]
+    assert "BATCOMPUTER_DIGEST" not in env(container)
+
+
+def test_resources_from_the_spec_win() -> None:
+    model = ModelSpec(**{**MODEL.__dict__, "resources": {"limits": {"memory": "2Gi"}}})
+    container = desired.deployment(model, V1, SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"memory": "2Gi"}}
+
+
+def test_services() -> None:
+    svc = desired.version_service(MODEL, V1)
+    assert svc["metadata"]["name"] == "crime-v1"
+    assert svc["spec"]["selector"] == {"batcomputer.io/model": "crime", "batcomputer.io/major": "1"}
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    stable = desired.stable_service(MODEL, V2)
+    assert stable["metadata"]["name"] == "crime"
+    assert stable["spec"]["selector"] == {"batcomputer.io/model": "crime", "batcomputer.io/major": "2"}
+    assert stable["metadata"]["labels"][labels.MODEL_VERSION] == "2.0.0"
+    assert stable["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_versioned_children_and_endpoint() -> None:
+    names = [(o["kind"], o["metadata"]["name"]) for o in desired.versioned_children(MODEL, SETTINGS)]
+    assert names == [("Deployment", "crime-v1"), ("Service", "crime-v1"),
+                     ("Deployment", "crime-v2"), ("Service", "crime-v2")]
+    assert desired.endpoint(MODEL, "crime-v1", SETTINGS) == "http://crime-v1.prod.svc/api/predict"

@@ -1,0 +1,113 @@
+"""reconcile() against an in-memory API (unit level; the real API is in tests/e2e)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from batcomputer.operator.reconcile import reconcile
+from batcomputer.operator.settings import Settings
+
+S = Settings()
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.status: dict[str, Any] | None = None
+        self.deleted: list[str] = []
+        self.applies = 0
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applies += 1
+        key = (obj["kind"], obj["metadata"]["name"])
+        stored = copy.deepcopy(obj)
+        old = self.objects.get(key)
+        gen = (old or {}).get("metadata", {}).get("generation", 0)
+        stored["metadata"].update(uid=f"uid-{key[1]}", generation=gen + (old != obj),
+                                  resourceVersion=str(self.applies))
+        self.objects[key] = stored
+        return stored
+
+    def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return dict(self.objects)
+
+    def pods(self, namespace: str, model: str) -> list[dict[str, Any]]:
+        return []
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        self.deleted.append(obj["metadata"]["name"])
+        del self.objects[(obj["kind"], obj["metadata"]["name"])]
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status = status
+
+
+def body(*versions: str, promoted: str | None = None, generation: int = 1) -> dict[str, Any]:
+    spec: dict[str, Any] = {"versions": [{"version": v, "artifact": f"http://r/{v}/"} for v in versions]}
+    if promoted:
+        spec["promoted"] = promoted
+    return {"metadata": {"name": "crime", "namespace": "ns", "uid": "u", "generation": generation},
+            "spec": spec}
+
+
+def test_creates_children_and_reports_status() -> None:
+    api = FakeApi()
+    outcome = reconcile(body("1.0.0"), api, S)
+    assert sorted(api.objects) == [("Deployment", "crime-v1"), ("Service", "crime"), ("Service", "crime-v1")]
+    assert api.status is not None and api.status["versions"][0]["phase"] == "Progressing"
+    assert [e.reason for e in outcome.events][:3] == ["Created", "Created", "Created"]
+
+
+def test_new_major_adds_and_removed_major_retires() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    reconcile(body("1.0.0", "2.0.0"), api, S)
+    assert ("Deployment", "crime-v2") in api.objects
+    outcome = reconcile(body("2.0.0"), api, S)
+    assert sorted(api.deleted) == ["crime-v1", "crime-v1"]
+    assert any(e.reason == "Deleted" and "crime-v1" in e.message for e in outcome.events)
+    assert api.objects[("Service", "crime")]["spec"]["selector"]["batcomputer.io/major"] == "2"
+
+
+def test_minor_bump_updates_the_same_deployment() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    outcome = reconcile(body("1.1.0"), api, S)
+    dep = api.objects[("Deployment", "crime-v1")]
+    assert dep["metadata"]["labels"]["batcomputer.io/version"] == "1.1.0"
+    assert any(e.message == "Rolling Deployment crime-v1 from 1.0.0 to 1.1.0" for e in outcome.events)
+    assert not api.deleted
+
+
+def test_deleted_child_is_restored_even_in_quick_mode() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    del api.objects[("Deployment", "crime-v1")]
+    before = api.applies
+    outcome = reconcile(body("1.0.0"), api, S, full=False)
+    assert ("Deployment", "crime-v1") in api.objects
+    assert api.applies == before + 1  # only the missing Deployment
+    assert any(e.message == "Created Deployment crime-v1 for 1.0.0" for e in outcome.events)
+
+
+def test_promotion_waits_until_the_promoted_version_is_ready() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    reconcile(body("1.0.0", "2.0.0", promoted="2.0.0"), api, S)
+    # Nothing is Ready in the fake, so the stable Service keeps routing to v1.
+    assert api.objects[("Service", "crime")]["spec"]["selector"]["batcomputer.io/major"] == "1"
+    assert api.status is not None and api.status["serving"] == "1.0.0"
+
+
+def test_invalid_spec_changes_nothing_and_says_why() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    snapshot = copy.deepcopy(api.objects)
+    bad = body("1.0.0")
+    bad["spec"]["versions"][0]["artifact"] = "gopher://x/"
+    outcome = reconcile(bad, api, S)
+    assert api.objects == snapshot
+    assert api.status is not None
+    assert api.status["conditions"][-1]["reason"] == "InvalidSpec"
+    assert outcome.events[0].type == "Warning" and "gopher://x/" in outcome.events[0].message

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from batcomputer.operator.settings import Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.namespaces == () and settings.field_manager == "batcomputer-operator"
+
+
+def test_reads_prefixed_environment() -> None:
+    settings = Settings.from_env({
+        "BATCOMPUTER_OPERATOR_SERVER_IMAGE": "reg/server:9",
+        "BATCOMPUTER_OPERATOR_NAMESPACES": "a, b,",
+        "BATCOMPUTER_OPERATOR_RESYNC_SECONDS": "2.5",
+        "BATCOMPUTER_OPERATOR_SERVER_WORKERS": "4",
+        "BATCOMPUTER_OPERATOR_MEMORY_LIMIT": "1Gi",
+        "BATCOMPUTER_OPERATOR_IMAGE_PULL_POLICY": "Always",
+        "UNRELATED": "x",
+    })
+    assert settings.server_image == "reg/server:9"
+    assert settings.namespaces == ("a", "b")
+    assert settings.resync_seconds == 2.5 and settings.server_workers == 4
+    assert settings.default_resources["limits"] == {"memory": "1Gi"}
+    assert settings.image_pull_policy == "Always"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("RESYNC_SECONDS", "soon", "not a number"),
+    ("RESYNC_SECONDS", "0", "must be positive"),
+    ("IMAGE_PULL_POLICY", "Sometimes", "Always, IfNotPresent or Never"),
+])
+def test_bad_settings_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({f"BATCOMPUTER_OPERATOR_{name}": value})

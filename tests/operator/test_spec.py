@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from batcomputer.operator import spec
+
+
+def body(**spec_fields: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"versions": [{"version": "1.4.2", "artifact": "https://m.example/crime/1.4.2/"},
+                                           {"version": "2.0.0", "artifact": "pvc://store/crime/2.0.0"}]}
+    fields.update(spec_fields)
+    return {"metadata": {"name": "crime", "namespace": "ns", "uid": "u1", "generation": 3},
+            "spec": fields}
+
+
+def test_parses_versions_sorted_by_major_and_defaults() -> None:
+    model = spec.parse(body(versions=[{"version": "2.0.0", "artifact": "http://a/"},
+                                      {"version": "1.0.0", "artifact": "http://b/",
+                                       "digest": "sha256:" + "a" * 64}]), default_replicas=3)
+    assert [str(v.version) for v in model.versions] == ["1.0.0", "2.0.0"]
+    assert str(model.promoted.version) == "2.0.0"  # highest, when not given
+    assert model.replicas == 3 and model.generation == 3 and model.uid == "u1"
+    assert model.versions[0].digest == "sha256:" + "a" * 64
+    assert model.by_major(2) is model.versions[1] and model.by_major(7) is None
+
+
+def test_pvc_artifacts() -> None:
+    model = spec.parse(body(promoted="1.4.2"))
+    assert model.versions[0].pvc is None
+    assert model.versions[1].pvc == spec.PvcArtifact(claim="store", path="crime/2.0.0")
+    assert str(model.promoted.version) == "1.4.2"
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"versions": []}, "at least one version"),
+    ({"versions": [{"version": "1.0", "artifact": "http://a/"}]}, "not a semantic version"),
+    ({"versions": [{"version": "1.0.0-rc1", "artifact": "http://a/"}]}, "not a semantic version"),
+    ({"versions": [{"version": "1.0.0", "artifact": "ftp://a/"}]}, "must start with one of http://"),
+    ({"versions": [{"version": "1.0.0", "artifact": "pvc://Bad_Claim/x"}]},
+     "not a valid PersistentVolumeClaim"),
+    ({"versions": [{"version": "1.0.0", "artifact": "pvc://c/../etc"}]}, "may not contain '..'"),
+    ({"versions": [{"version": "1.0.0", "artifact": "http://a/", "digest": "md5:x"}]}, "sha256:<64 hex"),
+    ({"versions": [{"version": "1.0.0", "artifact": "http://a/"},
+                   {"version": "1.2.0", "artifact": "http://a/"}]}, "MAJOR 1 is already listed"),
+    ({"promoted": "3.0.0"}, "spec.promoted '3.0.0' is not one of the listed versions"),
+    ({"replicas": -1}, "spec.replicas"),
+    ({"replicas": True}, "spec.replicas"),
+    ({"resources": "lots"}, "spec.resources"),
+])
+def test_invalid_specs_are_refused_with_every_problem(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse(body(**change))
+    assert problem in str(info.value)
+
+
+def test_bad_name_is_reported() -> None:
+    bad = body()
+    bad["metadata"]["name"] = "9-lives"
+    with pytest.raises(spec.SpecError, match="DNS-1035"):
+        spec.parse(bad)
+
+
+def test_all_problems_are_collected() -> None:
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse(body(versions=[{"version": "x", "artifact": "http://a/"},
+                                  {"version": "1.0.0", "artifact": "s3://b/"}], replicas=500))
+    assert len(info.value.problems) == 3

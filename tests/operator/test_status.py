@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from typing import Any
+
+import semver
+from batcomputer.operator import status
+from batcomputer.operator.settings import Settings
+from batcomputer.operator.spec import ModelSpec, VersionSpec
+
+V1 = VersionSpec(semver.Version.parse("1.1.0"), "http://a/1.1.0/")
+V2 = VersionSpec(semver.Version.parse("2.0.0"), "http://a/2.0.0/")
+MODEL = ModelSpec(name="crime", namespace="ns", uid="u", generation=5, versions=(V1, V2),
+                  promoted=V2, replicas=2)
+S = Settings()
+
+
+def deployment(ready: int = 2, updated: int = 2, replicas: int = 2, generation: int = 2,
+               observed: int = 2, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"metadata": {"generation": generation},
+            "status": {"observedGeneration": observed, "replicas": replicas, "readyReplicas": ready,
+                       "updatedReplicas": updated, "availableReplicas": ready,
+                       "conditions": conditions or []}}
+
+
+def pod(version: str, ready: bool, name: str = "p", waiting: str | None = None,
+        exit_code: int | None = None, message: str = "") -> dict[str, Any]:
+    cs: dict[str, Any] = {"state": {"waiting": {"reason": waiting}} if waiting else {"running": {}}}
+    if exit_code is not None:
+        cs["lastState"] = {"terminated": {"exitCode": exit_code, "message": message}}
+    return {"metadata": {"name": name, "labels": {"batcomputer.io/version": version,
+                                                  "batcomputer.io/major": version[0]}},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [cs]}}
+
+
+def test_no_deployment_is_pending() -> None:
+    st = status.version_status(MODEL, V1, None, [], S)
+    assert st["phase"] == "Pending" and st["endpoint"] == "http://crime-v1.ns.svc/api/predict"
+
+
+def test_ready_when_every_replica_runs_this_version() -> None:
+    st = status.version_status(MODEL, V1, deployment(), [pod("1.1.0", True), pod("1.1.0", True)], S)
+    assert (st["phase"], st["reason"], st["readyReplicas"]) == ("Ready", "Available", 2)
+
+
+def test_progressing_while_old_pods_still_serve() -> None:
+    st = status.version_status(MODEL, V1, deployment(updated=1, replicas=3),
+                               [pod("1.0.0", True), pod("1.0.0", True), pod("1.1.0", False)], S)
+    assert st["phase"] == "Progressing"
+    assert "0/2 replicas of 1.1.0 ready; 2 pod(s) of the previous version keep serving" in st["message"]
+
+
+def test_unobserved_generation_is_not_ready() -> None:
+    st = status.version_status(MODEL, V1, deployment(generation=3, observed=2),
+                               [pod("1.1.0", True), pod("1.1.0", True)], S)
+    assert st["phase"] == "Progressing"
+
+
+def test_crashing_pods_degrade_with_their_message() -> None:
+    st = status.version_status(
+        MODEL, V1, deployment(updated=1, replicas=3),
+        [pod("1.0.0", True), pod("1.0.0", True),
+         pod("1.1.0", False, name="bad", waiting="CrashLoopBackOff", exit_code=3,
+             message="Refusing to serve: digest mismatch")], S)
+    assert st["phase"] == "Degraded" and st["reason"] == "CrashLoopBackOff"
+    assert "pod bad: container failed (exit code 3): Refusing to serve: digest mismatch" in st["message"]
+    assert "2 pod(s) of the previous version keep serving" in st["message"]
+
+
+def test_progress_deadline_degrades() -> None:
+    cond = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "message": "ReplicaSet has timed out progressing."}
+    st = status.version_status(MODEL, V1, deployment(ready=0, conditions=[cond]), [], S)
+    assert (st["phase"], st["reason"]) == ("Degraded", "ProgressDeadlineExceeded")
+
+
+def versions(v1: str, v2: str) -> list[dict[str, Any]]:
+    return [{"version": "1.1.0", "major": 1, "phase": v1, "reason": "R1", "message": "m1",
+             "endpoint": "http://crime-v1.ns.svc/api/predict"},
+            {"version": "2.0.0", "major": 2, "phase": v2, "reason": "R2", "message": "m2",
+             "endpoint": "http://crime-v2.ns.svc/api/predict"}]
+
+
+def test_promotion_waits_for_the_promoted_version_to_be_ready() -> None:
+    assert status.serving_version(MODEL, 1, versions("Ready", "Progressing")) is V1
+    assert status.serving_version(MODEL, 1, versions("Ready", "Degraded")) is V1
+    assert status.serving_version(MODEL, 1, versions("Ready", "Ready")) is V2
+    assert status.serving_version(MODEL, None, versions("Ready", "Pending")) is V2  # first creation
+    assert status.serving_version(MODEL, 3, versions("Ready", "Pending")) is V2  # retired major
+
+
+def cond(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in st["conditions"] if c["type"] == kind)
+
+
+def test_model_status_all_ready() -> None:
+    st = status.model_status(MODEL, versions("Ready", "Ready"), V2, {}, "t1", S)
+    assert st["observedGeneration"] == 5 and st["promoted"] == st["serving"] == "2.0.0"
+    assert st["summary"] == {"versions": "1.1.0,2.0.0", "ready": "2/2"}
+    assert st["endpoint"] == "http://crime.ns.svc/api/predict"
+    assert [c["type"] for c in st["conditions"]] == ["Ready", "Progressing", "Degraded"]
+    assert (cond(st, "Ready")["status"], cond(st, "Progressing")["status"],
+            cond(st, "Degraded")["status"]) == ("True", "False", "False")
+    assert all(c["observedGeneration"] == 5 for c in st["conditions"])
+
+
+def test_model_status_degraded_and_pending_promotion() -> None:
+    st = status.model_status(MODEL, versions("Ready", "Degraded"), V1, {}, "t1", S)
+    assert cond(st, "Ready")["status"] == "False"
+    assert cond(st, "Degraded")["reason"] == "R2" and "2.0.0: m2" in cond(st, "Degraded")["message"]
+    assert cond(st, "Progressing")["reason"] == "PromotionPending"
+    assert "stable Service still routes to 1.1.0" in cond(st, "Progressing")["message"]
+    assert st["serving"] == "1.1.0" and st["summary"]["ready"] == "1/2"
+
+
+def test_transition_times_are_kept_across_reconciles() -> None:
+    first = status.model_status(MODEL, versions("Ready", "Ready"), V2, {}, "t1", S)
+    second = status.model_status(MODEL, versions("Ready", "Ready"), V2, first, "t2", S)
+    assert {c["lastTransitionTime"] for c in second["conditions"]} == {"t1"}
+    third = status.model_status(MODEL, versions("Ready", "Progressing"), V2, second, "t3", S)
+    assert cond(third, "Ready")["lastTransitionTime"] == "t3"
+    assert cond(third, "Degraded")["lastTransitionTime"] == "t1"
+
+
+def test_invalid_status() -> None:
+    st = status.invalid_status(7, ["spec.replicas must be an integer"], {}, "t")
+    assert st["observedGeneration"] == 7
+    assert cond(st, "Degraded")["reason"] == "InvalidSpec"
+    assert cond(st, "Degraded")["message"] == "spec.replicas must be an integer"
