@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from batcomputer.operator import labels
@@ -78,6 +80,24 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
     }
+    template: dict[str, Any] = {
+        "metadata": {"labels": pod_labels,
+                     "annotations": {"prometheus.io/scrape": "true",
+                                     "prometheus.io/port": str(SERVER_PORT),
+                                     "prometheus.io/path": "/metrics"}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 30,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS,
+                                "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
+        },
+    }
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    template["metadata"]["annotations"][labels.TEMPLATE_HASH] = digest
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -91,22 +111,7 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
-            "template": {
-                "metadata": {"labels": pod_labels,
-                             "annotations": {"prometheus.io/scrape": "true",
-                                             "prometheus.io/port": str(SERVER_PORT),
-                                             "prometheus.io/path": "/metrics"}},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS,
-                                        "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
-                },
-            },
+            "template": template,
         },
     }
 

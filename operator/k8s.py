@@ -7,14 +7,16 @@ ownership of the fields we set, so hand edits of those fields are undone.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Any
 
 from batcomputer.operator import labels
+from batcomputer.operator.errors import Rejected
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,16 @@ class Kube:
         }
 
     def apply(self, obj: Obj) -> Obj:
-        """Server-side apply; returns the object as stored."""
-        result = self.dynamic.server_side_apply(
-            self.resources[obj["kind"]], body=obj, namespace=obj["metadata"]["namespace"],
-            field_manager=self.field_manager, force_conflicts=True)
+        """Server-side apply; returns the object as stored. Raises `Rejected` when the API
+        server refuses the object itself (400/422), so the caller can report it."""
+        try:
+            result = self.dynamic.server_side_apply(
+                self.resources[obj["kind"]], body=obj, namespace=obj["metadata"]["namespace"],
+                field_manager=self.field_manager, force_conflicts=True)
+        except DynamicApiError as exc:
+            if exc.status in (400, 422):
+                raise Rejected(f"{obj['kind']} {obj['metadata']['name']}: {_message(exc)}") from exc
+            raise
         applied: Obj = result.to_dict()
         return applied
 
@@ -93,4 +101,11 @@ class Kube:
             log.info("BatModel %s/%s is gone; status not written", namespace, name)
 
 
-__all__ = ["ApiException", "Kube", "NotFoundError", "api_client"]
+def _message(exc: DynamicApiError) -> str:
+    try:
+        return str(json.loads(exc.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.summary())
+
+
+__all__ = ["ApiException", "Kube", "NotFoundError", "Rejected", "api_client"]

@@ -21,6 +21,9 @@ MODEL: Final = f"{GROUP}/model"
 MAJOR: Final = f"{GROUP}/major"
 MODEL_VERSION: Final = f"{GROUP}/version"
 
+TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+"""Annotation on the pod template (and so on its pods): which revision a pod runs."""
+
 MANAGER: Final = "batcomputer-operator"
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batcomputer.operator import desired, labels, spec, status
+from batcomputer.operator.errors import Rejected
 from batcomputer.operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,18 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bo
     events: list[Event] = []
     existing = api.children(model.namespace, model.name, model.uid)
     applied: dict[tuple[str, str], Obj] = {}
-    for obj in desired.versioned_children(model, settings):
-        key = (obj["kind"], obj["metadata"]["name"])
-        applied[key] = _apply(api, obj, existing.get(key), events, full)
+    try:
+        for obj in desired.versioned_children(model, settings):
+            key = (obj["kind"], obj["metadata"]["name"])
+            applied[key] = _apply(api, obj, existing.get(key), events, full)
+    except Rejected as exc:
+        # Keep everything else as it is (no pruning on a half-applied spec).
+        outcome = Outcome(status.invalid_status(model.generation, [str(exc)], previous, now(),
+                                                reason="Rejected"), events)
+        if _changed(previous, outcome.status):
+            outcome.events.append(Event("Warning", "Rejected", str(exc)))
+            api.patch_status(model.namespace, model.name, outcome.status)
+        return outcome
 
     pods = api.pods(model.namespace, model.name)
     versions = [status.version_status(model, v, applied.get(("Deployment", desired.child_name(

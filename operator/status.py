@@ -51,9 +51,13 @@ def version_status(model: ModelSpec, version: VersionSpec, deployment: dict[str,
     }
     if deployment is None:
         return {**out, "phase": "Pending", "reason": "Creating", "message": "creating Deployment"}
-    mine = [p for p in pods if p["metadata"].get("labels", {}).get(labels.MODEL_VERSION)
-            == str(version.version) and p["metadata"].get("labels", {}).get(labels.MAJOR)
-            == str(version.major) and not p["metadata"].get("deletionTimestamp")]
+    # Pods of the Deployment's current template (same version with another digest or
+    # resources is another revision), by the hash annotation on the template.
+    revision = (deployment.get("spec", {}).get("template", {}).get("metadata", {})
+                .get("annotations", {}).get(labels.TEMPLATE_HASH))
+    mine = [p for p in pods if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
+            and (p["metadata"].get("annotations") or {}).get(labels.TEMPLATE_HASH) == revision
+            and not p["metadata"].get("deletionTimestamp")]
     ready_mine = sum(1 for p in mine if _pod_ready(p))
     others = [p for p in pods if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
               and p not in mine and _pod_ready(p)]
@@ -151,16 +155,16 @@ def model_status(model: ModelSpec, versions: Sequence[dict[str, Any]], serving: 
 
 
 def invalid_status(generation: int, problems: Sequence[str], previous: dict[str, Any],
-                   now: str) -> dict[str, Any]:
+                   now: str, reason: str = "InvalidSpec") -> dict[str, Any]:
     """A spec the operator refuses to act on: existing children are left as they are."""
     conds = list(previous.get("conditions") or [])
     message = "; ".join(problems)
-    conds = conditions.set_condition(conds, type="Degraded", status=True, reason="InvalidSpec",
+    conds = conditions.set_condition(conds, type="Degraded", status=True, reason=reason,
                                      message=message, generation=generation, now=now)
-    conds = conditions.set_condition(conds, type="Ready", status=False, reason="InvalidSpec",
-                                     message="the spec is invalid; nothing was changed",
-                                     generation=generation, now=now)
-    conds = conditions.set_condition(conds, type="Progressing", status=False, reason="InvalidSpec",
+    conds = conditions.set_condition(conds, type="Ready", status=False, reason=reason,
+                                     message="the spec cannot be applied; running versions are "
+                                             "left as they were", generation=generation, now=now)
+    conds = conditions.set_condition(conds, type="Progressing", status=False, reason=reason,
                                      message="waiting for a valid spec", generation=generation, now=now)
     order = {"Ready": 0, "Progressing": 1, "Degraded": 2}
     conds.sort(key=lambda c: order.get(c["type"], 9))

@@ -34,6 +34,14 @@ def test_deployment_is_named_by_major_and_owned_by_the_batmodel() -> None:
     assert dep["spec"]["template"]["metadata"]["labels"] == meta["labels"]
 
 
+def test_template_hash_names_the_revision() -> None:
+    def revision(model: ModelSpec, version: VersionSpec) -> str:
+        return str(desired.deployment(model, version, SETTINGS)["spec"]["template"]["metadata"]
+                   ["annotations"][labels.TEMPLATE_HASH])
+    assert revision(MODEL, V1) == revision(MODEL, V1)
+    assert revision(MODEL, V1) != revision(MODEL, VersionSpec(V1.version, V1.artifact, None))
+
+
 def test_selector_names_only_model_and_major_so_minor_bumps_roll_in_place() -> None:
     a = desired.deployment(MODEL, V1, SETTINGS)
     b = desired.deployment(MODEL, VersionSpec(semver.Version.parse("1.5.0"), V1.artifact), SETTINGS)

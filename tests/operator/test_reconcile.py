@@ -111,3 +111,22 @@ def test_invalid_spec_changes_nothing_and_says_why() -> None:
     assert api.status is not None
     assert api.status["conditions"][-1]["reason"] == "InvalidSpec"
     assert outcome.events[0].type == "Warning" and "gopher://x/" in outcome.events[0].message
+
+
+def test_objects_the_api_server_rejects_are_reported_not_retried_blindly() -> None:
+    from batcomputer.operator.errors import Rejected
+
+    class Refusing(FakeApi):
+        def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+            if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "crime-v2":
+                raise Rejected("Deployment crime-v2: requests must be <= limits")
+            return super().apply(obj)
+
+    api = Refusing()
+    reconcile(body("1.0.0"), api, S)
+    outcome = reconcile(body("1.0.0", "2.0.0"), api, S)
+    assert ("Deployment", "crime-v1") in api.objects and not api.deleted
+    assert api.status is not None
+    degraded = next(c for c in api.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "Rejected" and "requests must be <= limits" in degraded["message"]
+    assert outcome.events[-1].type == "Warning"

@@ -17,18 +17,21 @@ S = Settings()
 def deployment(ready: int = 2, updated: int = 2, replicas: int = 2, generation: int = 2,
                observed: int = 2, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"metadata": {"generation": generation},
+            "spec": {"template": {"metadata": {"annotations": {"batcomputer.io/template-hash": "new"}}}},
             "status": {"observedGeneration": observed, "replicas": replicas, "readyReplicas": ready,
                        "updatedReplicas": updated, "availableReplicas": ready,
                        "conditions": conditions or []}}
 
 
 def pod(version: str, ready: bool, name: str = "p", waiting: str | None = None,
-        exit_code: int | None = None, message: str = "") -> dict[str, Any]:
+        exit_code: int | None = None, message: str = "", revision: str = "") -> dict[str, Any]:
     cs: dict[str, Any] = {"state": {"waiting": {"reason": waiting}} if waiting else {"running": {}}}
     if exit_code is not None:
         cs["lastState"] = {"terminated": {"exitCode": exit_code, "message": message}}
+    revision = revision or ("new" if version == "1.1.0" else "old")
     return {"metadata": {"name": name, "labels": {"batcomputer.io/version": version,
-                                                  "batcomputer.io/major": version[0]}},
+                                                  "batcomputer.io/major": version[0]},
+                         "annotations": {"batcomputer.io/template-hash": revision}},
             "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
                        "containerStatuses": [cs]}}
 
@@ -48,6 +51,15 @@ def test_progressing_while_old_pods_still_serve() -> None:
                                [pod("1.0.0", True), pod("1.0.0", True), pod("1.1.0", False)], S)
     assert st["phase"] == "Progressing"
     assert "0/2 replicas of 1.1.0 ready; 2 pod(s) of the previous version keep serving" in st["message"]
+
+
+def test_same_version_with_another_template_is_another_revision() -> None:
+    st = status.version_status(MODEL, V1, deployment(updated=1, replicas=3),
+                               [pod("1.1.0", True, revision="old"), pod("1.1.0", True, revision="old"),
+                                pod("1.1.0", False, waiting="CrashLoopBackOff", exit_code=3,
+                                    message="digest mismatch")], S)
+    assert st["phase"] == "Degraded"
+    assert st["message"].endswith("2 pod(s) of the previous version keep serving")
 
 
 def test_unobserved_generation_is_not_ready() -> None:

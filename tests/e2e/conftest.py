@@ -1,0 +1,78 @@
+"""End-to-end fixtures: the real control plane, the operator as its own process with its
+ServiceAccount's token, and model artifacts from `batcomputer train` served over HTTP."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from testkit import Kubectl, OperatorProcess
+
+from batcomputer.cli import main as cli
+from batcomputer.testenv.cluster import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def model_registry(tmp_path_factory: pytest.TempPathFactory, crime_data: Path) -> Path:
+    """crime 1.0.0, 1.1.0 (other parameters) and 2.0.0 (adds the place input)."""
+    reg = tmp_path_factory.mktemp("e2e-registry")
+    base = ["-q", "train", str(crime_data), "--registry", str(reg), "--param", "n_estimators=10"]
+    assert cli([*base, "--version", "1.0.0"]) == 0
+    assert cli([*base, "--version", "1.1.0", "--param", "max_depth=8"]) == 0
+    assert cli([*base, "--version", "2.0.0", "--features", "force,crime,month,place"]) == 0
+    return reg
+
+
+@pytest.fixture(scope="session")
+def artifact_base(model_registry: Path) -> Iterator[str]:
+    handler = functools.partial(QuietHandler, directory=str(model_registry))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    return Kubectl(control_plane)
+
+
+@pytest.fixture(scope="session")
+def installed(kubectl: Kubectl) -> None:
+    """The CRD, namespace and RBAC from crds/ and manifests/, as an admin installs them."""
+    kubectl("apply", "-k", str(REPO / "crds"))
+    kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"),
+            "-f", str(REPO / "manifests" / "rbac.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/batmodels.batcomputer.io", "--timeout=30s")
+
+
+@pytest.fixture(scope="module")
+def namespace(kubectl: Kubectl) -> str:
+    name = f"e2e-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane, kubectl: Kubectl, installed: None, namespace: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(control_plane, kubectl, tmp_path_factory.mktemp("operator"), namespace)
+    process.start()
+    yield process
+    process.stop()
+    if os.environ.get("BATCOMPUTER_E2E_SHOW_LOG"):
+        print(process.tail(200))

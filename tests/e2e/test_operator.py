@@ -1,0 +1,292 @@
+"""The whole life of a BatModel on a real control plane, with real prediction servers.
+
+The tests run in order and share one BatModel, as an admin would use it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from testkit import Kubectl, OperatorProcess, wait_for
+
+from batcomputer.testenv.cluster import ControlPlane
+from batcomputer.testenv.podlet import local_address
+
+pytestmark = pytest.mark.e2e
+
+KENT = {"force": "Kent Police", "crime": "Drugs", "month": 6}
+
+
+def batmodel(base: str, *versions: str, promoted: str | None = None, replicas: int = 2,
+             **extra: Any) -> str:
+    spec: dict[str, Any] = {"versions": [{"version": v, "artifact": f"{base}/crime/{v}/"}
+                                         for v in versions], "replicas": replicas, **extra}
+    if promoted:
+        spec["promoted"] = promoted
+    return yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+                           "metadata": {"name": "crime"}, "spec": spec})
+
+
+def get(kubectl: Kubectl, ns: str, *what: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(kubectl("get", *what, "-o", "json", namespace=ns).stdout)
+    return out
+
+
+def condition(bm: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in bm.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_ready(kubectl: Kubectl, ns: str, operator: OperatorProcess, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        assert operator.alive(), operator.tail()
+        bm = get(kubectl, ns, "bm", "crime")
+        st = bm.get("status", {})
+        if (st.get("observedGeneration") == bm["metadata"]["generation"]
+                and condition(bm, "Ready").get("status") == "True"):
+            return bm
+        return None
+    try:
+        return wait_for(ready, timeout=timeout, what="BatModel crime Ready")
+    except AssertionError:
+        print(operator.tail())
+        print(json.dumps(get(kubectl, ns, "bm", "crime").get("status"), indent=1))
+        raise
+
+
+def service_urls(cp: ControlPlane, ns: str, service: str) -> list[str]:
+    """Ready endpoints of a Service, from the EndpointSlices the real controller keeps,
+    mapped to the podlet's local addresses."""
+    slices = cp.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+                    f"?labelSelector=kubernetes.io/service-name={service}").json()["items"]
+    return [f"http://{local_address(address)}:{item['ports'][0]['port']}"
+            for item in slices for ep in item.get("endpoints") or []
+            if ep["conditions"].get("ready") for address in ep["addresses"]]
+
+
+def served_versions(cp: ControlPlane, ns: str, service: str) -> set[str]:
+    return {requests.get(url + "/api/info", timeout=5).json()["version"]
+            for url in service_urls(cp, ns, service)}
+
+
+def predict(cp: ControlPlane, ns: str, service: str, body: dict[str, Any]) -> requests.Response:
+    urls = service_urls(cp, ns, service)
+    assert urls, f"no ready endpoints for Service {service}"
+    return requests.post(urls[0] + "/api/predict", json=body, timeout=5)
+
+
+def test_bad_objects_are_refused_by_the_api_server(kubectl: Kubectl, installed: None,
+                                                   namespace: str) -> None:
+    cases = {
+        "not semver": ({"versions": [{"version": "1.0", "artifact": "http://x/"}]},
+                       "spec.versions[0].version"),
+        "scheme": ({"versions": [{"version": "1.0.0", "artifact": "ftp://x/"}]},
+                   "spec.versions[0].artifact"),
+        "two per major": ({"versions": [{"version": "1.0.0", "artifact": "http://x/"},
+                                        {"version": "1.2.0", "artifact": "http://x/"}]},
+                          "at most one version per MAJOR"),
+        "promoted": ({"versions": [{"version": "1.0.0", "artifact": "http://x/"}],
+                      "promoted": "2.0.0"}, "promoted must be one of the versions"),
+        "replicas": ({"versions": [{"version": "1.0.0", "artifact": "http://x/"}],
+                      "replicas": 500}, "spec.replicas"),
+    }
+    for name, (spec, message) in cases.items():
+        doc = yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+                              "metadata": {"name": "bad"}, "spec": spec})
+        done = kubectl("apply", "-f", "-", input=doc, check=False, namespace=namespace)
+        assert done.returncode != 0 and message in done.stderr, (name, done.stderr)
+    assert kubectl("get", "bm", namespace=namespace).stdout == ""
+
+
+def test_v1_creates_children_becomes_ready_and_predicts(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess,
+        namespace: str, artifact_base: str) -> None:
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.0.0"), namespace=namespace)
+    bm = wait_ready(kubectl, namespace, operator)
+    uid = bm["metadata"]["uid"]
+    dep = get(kubectl, namespace, "deployment", "crime-v1")
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert dep["metadata"]["labels"]["batcomputer.io/version"] == "1.0.0"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "batcomputer-operator"
+    for svc in ("crime", "crime-v1"):
+        assert get(kubectl, namespace, "service", svc)["metadata"]["ownerReferences"][0]["uid"] == uid
+    st = bm["status"]
+    assert st["versions"][0] | {"message": ""} == {
+        "version": "1.0.0", "major": 1, "deployment": "crime-v1", "service": "crime-v1",
+        "endpoint": f"http://crime-v1.{namespace}.svc/api/predict", "replicas": 2,
+        "readyReplicas": 2, "updatedReplicas": 2, "phase": "Ready", "reason": "Available",
+        "message": ""}
+    assert st["serving"] == st["promoted"] == "1.0.0"
+    got = predict(control_plane, namespace, "crime-v1", KENT)
+    assert got.status_code == 200 and set(got.json()) == {"not_caught", "caught"}
+    assert served_versions(control_plane, namespace, "crime") == {"1.0.0"}
+    printed = kubectl("get", "bm", "crime", namespace=namespace).stdout
+    assert "1/1" in printed and "1.0.0" in printed
+
+
+def test_minor_bump_rolls_the_same_deployment(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess,
+        namespace: str, artifact_base: str) -> None:
+    before = get(kubectl, namespace, "deployment", "crime-v1")["metadata"]["uid"]
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.1.0"), namespace=namespace)
+    wait_ready(kubectl, namespace, operator)
+    dep = get(kubectl, namespace, "deployment", "crime-v1")
+    assert dep["metadata"]["uid"] == before
+    assert dep["spec"]["template"]["metadata"]["labels"]["batcomputer.io/version"] == "1.1.0"
+    assert served_versions(control_plane, namespace, "crime-v1") == {"1.1.0"}
+
+
+def test_new_major_runs_side_by_side_with_its_own_api(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess,
+        namespace: str, artifact_base: str) -> None:
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.1.0", "2.0.0", promoted="1.1.0"),
+            namespace=namespace)
+    bm = wait_ready(kubectl, namespace, operator)
+    assert [v["phase"] for v in bm["status"]["versions"]] == ["Ready", "Ready"]
+    assert predict(control_plane, namespace, "crime-v1", KENT).status_code == 200
+    missing = predict(control_plane, namespace, "crime-v2", KENT)
+    assert missing.status_code == 422 and "place" in missing.json()["error"]
+    v2 = predict(control_plane, namespace, "crime-v2", {**KENT, "place": "Supermarket"})
+    assert v2.status_code == 200 and set(v2.json()) == {"not_caught", "caught"}
+    extra = predict(control_plane, namespace, "crime-v1", {**KENT, "place": "Supermarket"})
+    assert extra.status_code == 422 and "place" in extra.json()["error"]
+    assert served_versions(control_plane, namespace, "crime") == {"1.1.0"}
+
+
+def test_promote_and_roll_back(control_plane: ControlPlane, kubectl: Kubectl,
+                               operator: OperatorProcess, namespace: str, artifact_base: str) -> None:
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.1.0", "2.0.0", promoted="2.0.0"),
+            namespace=namespace)
+    bm = wait_ready(kubectl, namespace, operator)
+    assert bm["status"]["serving"] == "2.0.0"
+    assert get(kubectl, namespace, "service", "crime")["spec"]["selector"]["batcomputer.io/major"] == "2"
+    wait_for(lambda: served_versions(control_plane, namespace, "crime") == {"2.0.0"},
+             what="stable endpoints on 2.0.0")
+    kubectl("patch", "bm", "crime", "--type=merge", "-p", '{"spec":{"promoted":"1.1.0"}}',
+            namespace=namespace)
+    wait_ready(kubectl, namespace, operator)
+    wait_for(lambda: served_versions(control_plane, namespace, "crime") == {"1.1.0"},
+             what="stable endpoints back on 1.1.0")
+    events = kubectl("get", "events", "--field-selector", "involvedObject.kind=BatModel",
+                     namespace=namespace).stdout
+    assert "Stable Service crime now routes to 2.0.0" in events
+    assert "Stable Service crime now routes to 1.1.0" in events
+
+
+def degraded(kubectl: Kubectl, ns: str) -> dict[str, Any] | None:
+    bm = get(kubectl, ns, "bm", "crime")
+    cond = condition(bm, "Degraded")
+    if cond.get("status") == "True" and cond.get("observedGeneration") == bm["metadata"]["generation"]:
+        return bm
+    return None
+
+
+@pytest.mark.parametrize(("version", "digest", "expected"), [
+    ("1.2.0", None, "404"),
+    ("1.1.0", "sha256:" + "0" * 64, "digest"),
+])
+def test_a_bad_version_never_takes_traffic_from_a_good_one(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str,
+        artifact_base: str, version: str, digest: str | None, expected: str) -> None:
+    doc = yaml.safe_load(batmodel(artifact_base, version, "2.0.0", promoted="2.0.0"))
+    if digest:
+        doc["spec"]["versions"][0]["digest"] = digest
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), namespace=namespace)
+    bm = wait_for(lambda: degraded(kubectl, namespace), timeout=60, what="Degraded")
+    v1 = bm["status"]["versions"][0]
+    assert v1["phase"] == "Degraded" and v1["reason"] in ("CrashLoopBackOff", "ContainerFailed")
+    assert expected in v1["message"].lower() and "previous version keep serving" in v1["message"]
+    assert expected in condition(bm, "Degraded")["message"].lower()
+    assert condition(bm, "Ready")["status"] == "False"
+    # The 1.1.0 pods still answer behind the crime-v1 Service.
+    assert served_versions(control_plane, namespace, "crime-v1") == {"1.1.0"}
+    assert predict(control_plane, namespace, "crime-v1", KENT).status_code == 200
+    events = kubectl("get", "events", "--field-selector", "involvedObject.kind=BatModel,type=Warning",
+                     namespace=namespace).stdout
+    assert "is Degraded" in events
+    # Back to the good version: Ready again.
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.1.0", "2.0.0", promoted="2.0.0"),
+            namespace=namespace)
+    wait_ready(kubectl, namespace, operator)
+
+
+def test_drift_is_repaired(control_plane: ControlPlane, kubectl: Kubectl,
+                           operator: OperatorProcess, namespace: str) -> None:
+    old_uid = get(kubectl, namespace, "deployment", "crime-v2")["metadata"]["uid"]
+    kubectl("delete", "deployment", "crime-v2", "--wait=false", namespace=namespace)
+    kubectl("delete", "service", "crime", "--wait=false", namespace=namespace)
+    kubectl("scale", "deployment", "crime-v1", "--replicas=4", namespace=namespace)
+    kubectl("label", "service", "crime-v1", "--overwrite", "batcomputer.io/major=9", namespace=namespace)
+
+    def repaired() -> bool:
+        dep = get(kubectl, namespace, "deployment", "crime-v2")
+        v1 = get(kubectl, namespace, "deployment", "crime-v1")
+        svc = get(kubectl, namespace, "service", "crime-v1")
+        stable = get(kubectl, namespace, "service", "crime")
+        return (dep["metadata"]["uid"] != old_uid and v1["spec"]["replicas"] == 2
+                and svc["metadata"]["labels"]["batcomputer.io/major"] == "1"
+                and stable["spec"]["selector"]["batcomputer.io/major"] == "2")
+    wait_for(repaired, timeout=30, what="children restored", interval=0.5)
+    wait_ready(kubectl, namespace, operator)
+
+
+def test_operator_restart_mid_change_converges(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str,
+        artifact_base: str) -> None:
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.0.0", "2.0.0", promoted="2.0.0"),
+            namespace=namespace)
+    wait_for(lambda: get(kubectl, namespace, "deployment", "crime-v1")["metadata"]["labels"]
+             ["batcomputer.io/version"] == "1.0.0", what="operator to start the change")
+    operator.kill()
+    kubectl("patch", "bm", "crime", "--type=merge", "-p",
+            '{"spec":{"replicas":1}}', namespace=namespace)
+    operator.start()
+    bm = wait_ready(kubectl, namespace, operator)
+    assert [v["version"] for v in bm["status"]["versions"]] == ["1.0.0", "2.0.0"]
+    deployments = get(kubectl, namespace, "deployments", "-l", "batcomputer.io/model=crime")["items"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["crime-v1", "crime-v2"]
+    assert all(d["spec"]["replicas"] == 1 for d in deployments)
+    services = get(kubectl, namespace, "services", "-l", "batcomputer.io/model=crime")["items"]
+    assert sorted(s["metadata"]["name"] for s in services) == ["crime", "crime-v1", "crime-v2"]
+
+
+def test_spec_the_schema_cannot_judge_is_reported_in_status(
+        kubectl: Kubectl, operator: OperatorProcess, namespace: str, artifact_base: str) -> None:
+    doc = yaml.safe_load(batmodel(artifact_base, "1.0.0", "2.0.0", promoted="2.0.0", replicas=1))
+    doc["spec"]["resources"] = {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), namespace=namespace)
+    bm = wait_for(lambda: degraded(kubectl, namespace), timeout=30, what="Degraded")
+    cond = condition(bm, "Degraded")
+    assert cond["reason"] == "Rejected" and "must be less than or equal to memory limit" in cond["message"]
+    assert operator.alive()
+    assert get(kubectl, namespace, "deployment", "crime-v1")["spec"]["template"]["spec"]["containers"][0][
+        "resources"] != doc["spec"]["resources"]
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "1.0.0", "2.0.0", promoted="2.0.0",
+                                               replicas=1), namespace=namespace)
+    wait_ready(kubectl, namespace, operator)
+
+
+def test_removing_a_major_retires_it(control_plane: ControlPlane, kubectl: Kubectl,
+                                     operator: OperatorProcess, namespace: str,
+                                     artifact_base: str) -> None:
+    kubectl("apply", "-f", "-", input=batmodel(artifact_base, "2.0.0", replicas=1), namespace=namespace)
+    wait_ready(kubectl, namespace, operator)
+    wait_for(lambda: kubectl("get", "deployment", "crime-v1", check=False,
+                             namespace=namespace).returncode != 0, what="crime-v1 deleted")
+    assert kubectl("get", "service", "crime-v1", check=False, namespace=namespace).returncode != 0
+    assert served_versions(control_plane, namespace, "crime") == {"2.0.0"}
+
+
+def test_deleting_the_batmodel_leaves_nothing_behind(kubectl: Kubectl, operator: OperatorProcess,
+                                                     namespace: str) -> None:
+    kubectl("delete", "bm", "crime", namespace=namespace)
+
+    def gone() -> bool:
+        left = get(kubectl, namespace, "deployments,services,replicasets,pods",
+                   "-l", "batcomputer.io/model=crime")["items"]
+        return not left
+    wait_for(gone, timeout=60, what="children garbage-collected")
+    assert operator.alive()
