@@ -7,12 +7,10 @@ import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from batcomputer.errors import UserError
 from batcomputer.operator import cli as operator_cli
 from batcomputer.testenv import cli as testenv_cli
-from batcomputer.testenv.cluster import TestEnvError
 from batcomputer.training import cli as training_cli
-from batcomputer.training.data import DataError
-from batcomputer.training.publish import PublishError
 
 
 def project_version() -> str:
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args.func(args))
-    except (DataError, PublishError, TestEnvError, ValueError) as exc:
+    except (UserError, ValueError) as exc:
         print(f"batcomputer {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,24 @@ log = logging.getLogger(__name__)
 def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+    waiting: set[tuple[str, str]] = set()
+    guard = threading.Lock()
     resource = (labels.GROUP, labels.VERSION, labels.PLURAL)
 
     def run(body: kopf.Body | dict[str, Any], full: bool) -> Outcome:
         meta = body["metadata"]
-        with locks[(meta["namespace"], meta["name"])]:
+        key = (meta["namespace"], meta["name"])
+        if not full:
+            # Coalesce bursts of child events: one quick reconcile waiting per model is
+            # enough, since it reads everything afresh when it starts.
+            with guard:
+                if key in waiting:
+                    return Outcome(status={})
+                waiting.add(key)
+        with locks[key]:
+            if not full:
+                with guard:
+                    waiting.discard(key)
             # Triggers may carry a body older than our last status write: read it afresh.
             fresh = kube.batmodel(meta["namespace"], meta["name"])
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
@@ -64,8 +77,12 @@ def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
                    registry=registry)
     @kopf.on.event("", "v1", "services", labels={labels.MANAGED_BY: labels.MANAGER},
                    registry=registry)
-    def on_child(body: kopf.Body, **_: Any) -> None:
-        """A child changed or was deleted: refresh status and put back what is missing."""
+    def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """A child changed or was deleted: refresh status and put back what is missing.
+        (The initial listing is covered by resume; hand edits of fields are undone by the
+        full reconcile of the periodic resync.)"""
+        if type is None or (type == "MODIFIED" and body.get("kind") == "Service"):
+            return
         meta = body["metadata"]
         model = meta.get("labels", {}).get(labels.MODEL)
         if not model:

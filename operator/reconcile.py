@@ -78,7 +78,9 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bo
             api.patch_status(model.namespace, model.name, outcome.status)
         return outcome
 
-    pods = api.pods(model.namespace, model.name)
+    # Pods tell why a version is not ready; when every Deployment is rolled out, skip them.
+    rolled_out = all(_rolled_out(obj) for key, obj in applied.items() if key[0] == "Deployment")
+    pods = None if rolled_out else api.pods(model.namespace, model.name)
     versions = [status.version_status(model, v, applied.get(("Deployment", desired.child_name(
         model.name, v.major))), pods, settings) for v in model.versions]
 
@@ -128,6 +130,14 @@ def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], full: bool
     elif _drifted(live, result):
         events.append(Event("Normal", "Repaired", f"Restored {kind} {name} (changed by hand)"))
     return result
+
+
+def _rolled_out(deployment: Obj) -> bool:
+    st = deployment.get("status") or {}
+    want = deployment.get("spec", {}).get("replicas", 1)
+    return bool(st.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1)
+                and st.get("replicas", 0) == st.get("updatedReplicas", 0) == want
+                and st.get("readyReplicas", 0) == st.get("availableReplicas", 0) == want)
 
 
 def _drifted(live: Obj, result: Obj) -> bool:

@@ -40,7 +40,8 @@ def _pod_failure(pod: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def version_status(model: ModelSpec, version: VersionSpec, deployment: dict[str, Any] | None,
-                   pods: Sequence[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+                   pods: Sequence[dict[str, Any]] | None, settings: Settings) -> dict[str, Any]:
+    """``pods=None``: the Deployment's status says it is fully rolled out; trust it."""
     name = desired.child_name(model.name, version.major)
     st = (deployment or {}).get("status", {})
     out: dict[str, Any] = {
@@ -55,11 +56,12 @@ def version_status(model: ModelSpec, version: VersionSpec, deployment: dict[str,
     # resources is another revision), by the hash annotation on the template.
     revision = (deployment.get("spec", {}).get("template", {}).get("metadata", {})
                 .get("annotations", {}).get(labels.TEMPLATE_HASH))
-    mine = [p for p in pods if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
+    mine = [p for p in pods or [] if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
             and (p["metadata"].get("annotations") or {}).get(labels.TEMPLATE_HASH) == revision
             and not p["metadata"].get("deletionTimestamp")]
-    ready_mine = sum(1 for p in mine if _pod_ready(p))
-    others = [p for p in pods if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
+    ready_mine = (sum(1 for p in mine if _pod_ready(p)) if pods is not None
+                  else int(st.get("readyReplicas", 0)))
+    others = [p for p in pods or [] if p["metadata"].get("labels", {}).get(labels.MAJOR) == str(version.major)
               and p not in mine and _pod_ready(p)]
     keeps = (f"; {len(others)} pod(s) of the previous version keep serving" if others else "")
     failures = [f for p in mine if (f := _pod_failure(p))]

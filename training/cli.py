@@ -7,14 +7,15 @@ import json
 import logging
 import sys
 
-from batcomputer.training import data, features, publish, train
+from batcomputer.training import features, train
 
 log = logging.getLogger("batcomputer.training")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate-data", help="write deterministic police.uk-shaped CSVs",
-                         description=data.generate.__doc__)
+                         description="Write deterministic police.uk-shaped street-level CSVs, "
+                                     "one per force and month.")
     gen.add_argument("out", help="output folder")
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--months", type=int, default=12, help="number of months (default 12)")
@@ -54,6 +55,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from batcomputer.training import data
+
     files = data.generate(args.out, seed=args.seed, months=args.months, start=args.start,
                           rows_per_file=args.rows_per_file)
     print(f"Wrote {len(files)} files to {args.out}")
@@ -61,6 +64,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from batcomputer.training import data, publish
+
     config = train.TrainConfig(
         features=features.parse_feature_names(args.features),
         classifier=args.classifier,
@@ -91,6 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
+    from batcomputer.training import publish
+
     versions = publish.Registry(args.registry).versions(args.name)
     if args.json:
         print(json.dumps({str(v): m for v, m in versions.items()}, indent=2, sort_keys=True))

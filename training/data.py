@@ -23,13 +23,15 @@ import numpy as np
 import pandas as pd
 from batcomputer.training import police
 
+from batcomputer.errors import UserError
+
 log = logging.getLogger(__name__)
 
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 REQUIRED_COLUMNS = ("Month", "Reported by", "Location", "Crime type", "Last outcome category")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Input data that cannot be used, with the file and line it was found at."""
 
 

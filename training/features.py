@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 NUMERIC: Final = "numeric"
 OTHER: Final = "Other"
@@ -68,6 +69,8 @@ def parse_feature_names(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def extract(crimes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Raw feature values (strings or ints), one column per feature."""
+    import pandas as pd
+
     return pd.DataFrame({n: FEATURES[n].extract(crimes).to_numpy() for n in names})
 
 
@@ -95,6 +98,8 @@ def build_lookup(raw: pd.DataFrame, *, min_share: float = 0.005, max_values: int
 
 def encode(raw: pd.DataFrame, lookup: Lookup) -> np.ndarray:
     """The model's input matrix (float64, columns in lookup order)."""
+    import numpy as np
+
     columns = []
     for name, codes in lookup.items():
         column = raw[name]

@@ -35,12 +35,14 @@ import sklearn
 from batcomputer.training import features, police
 from batcomputer.training.train import TrainConfig, TrainedModel
 
+from batcomputer.errors import UserError
+
 ARTIFACT_FORMAT: Final = "batcomputer.io/artifact/v1"
 PICKLES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
 NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
 
-class PublishError(ValueError):
+class PublishError(UserError, ValueError):
     """A version that may not be published, and why."""
 
 

@@ -6,38 +6,42 @@ writing it is `publish`'s job.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-import pandas as pd
 from batcomputer.training import features
 from batcomputer.training.features import Lookup
-from sklearn.base import ClassifierMixin
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    HistGradientBoostingClassifier,
-    RandomForestClassifier,
-)
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 # Labels of predict_proba's columns, in classes_ order (target False, True).
 LABELS: Final[tuple[str, str]] = ("not_caught", "caught")
 
-CLASSIFIERS: Final[dict[str, tuple[type[Any], dict[str, Any]]]] = {
-    "random-forest": (RandomForestClassifier, {"n_estimators": 100, "min_samples_leaf": 25}),
-    "extra-trees": (ExtraTreesClassifier, {"n_estimators": 100, "min_samples_leaf": 25}),
-    "gradient-boosting": (HistGradientBoostingClassifier, {"max_iter": 100}),
-    "logistic-regression": (LogisticRegression, {"max_iter": 1000}),
+# name -> (estimator class path, default parameters); imported when used, so the CLI starts fast.
+CLASSIFIERS: Final[dict[str, tuple[str, dict[str, Any]]]] = {
+    "random-forest": ("sklearn.ensemble.RandomForestClassifier",
+                      {"n_estimators": 100, "min_samples_leaf": 25}),
+    "extra-trees": ("sklearn.ensemble.ExtraTreesClassifier",
+                    {"n_estimators": 100, "min_samples_leaf": 25}),
+    "gradient-boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 100}),
+    "logistic-regression": ("sklearn.linear_model.LogisticRegression", {"max_iter": 1000}),
 }
-PARALLEL_FIT: Final[frozenset[type[Any]]] = frozenset({RandomForestClassifier, ExtraTreesClassifier})
+PARALLEL_FIT: Final[frozenset[str]] = frozenset({"random-forest", "extra-trees"})
+
+
+def estimator_class(name: str) -> type[Any]:
+    path, _ = CLASSIFIERS[name]
+    module, _, attr = path.rpartition(".")
+    cls: type[Any] = getattr(importlib.import_module(module), attr)
+    return cls
 # Parameters that change how fast a model trains or predicts, not what it predicts.
 RUNTIME_PARAMS: Final[frozenset[str]] = frozenset({"n_jobs", "verbose", "warm_start"})
 
@@ -56,7 +60,8 @@ class TrainConfig:
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {self.classifier!r}; "
                              f"choose from {', '.join(CLASSIFIERS)}")
-        cls, defaults = CLASSIFIERS[self.classifier]
+        _, defaults = CLASSIFIERS[self.classifier]
+        cls = estimator_class(self.classifier)
         merged = {**defaults, "random_state": self.seed, **dict(self.params)}
         valid = cls().get_params()
         unknown = sorted(set(merged) - set(valid))
@@ -67,7 +72,7 @@ class TrainConfig:
 
 @dataclass
 class TrainedModel:
-    model: ClassifierMixin
+    model: Any
     lookup: Lookup
     flags: list[str]
     schema: dict[str, Any]
@@ -89,13 +94,18 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def target(crimes: pd.DataFrame) -> np.ndarray:
+    import numpy as np
+
     caught: np.ndarray = crimes["caught"].to_numpy(dtype=np.int64)
     return caught
 
 
 def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
     params = config.resolved_params()
-    cls, _ = CLASSIFIERS[config.classifier]
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    cls = estimator_class(config.classifier)
     raw = features.extract(crimes, config.features)
     lookup = features.build_lookup(raw, min_share=config.min_place_share)
     x = features.encode(raw, lookup)
@@ -104,7 +114,7 @@ def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
         x, y, test_size=config.test_size, random_state=config.seed, stratify=y)
 
     fit_params = dict(params)
-    if cls in PARALLEL_FIT and "n_jobs" not in dict(config.params):
+    if config.classifier in PARALLEL_FIT and "n_jobs" not in dict(config.params):
         fit_params["n_jobs"] = -1
     log.info("Training %s(%s) on %s rows x %d features",
              cls.__name__, ", ".join(f"{k}={v}" for k, v in params.items()),

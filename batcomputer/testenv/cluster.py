@@ -26,6 +26,7 @@ from typing import Any
 import requests
 import yaml
 
+from batcomputer.errors import UserError
 from batcomputer.testenv import pki
 from batcomputer.testenv.podlet import NODE_NAME
 
@@ -48,7 +49,7 @@ USERS: dict[str, list[str]] = {
 }
 
 
-class TestEnvError(RuntimeError):
+class TestEnvError(UserError, RuntimeError):
     """The control plane could not be built, started or reached."""
 
 
@@ -119,12 +120,17 @@ class State:
 class ControlPlane:
     """``with ControlPlane(dir) as cp:`` starts everything and stops it on exit."""
 
-    def __init__(self, folder: Path | None = None, bin_dir: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, bin_dir: Path | None = None,
+                 podlet: bool = True) -> None:
+        """``podlet=False``: no process node, and the kwok node takes every pod (for
+        benchmarks of the control loop, where pods only need to look Ready)."""
         self.dir = (folder or default_dir()).resolve()
         self.bin_dir = bin_dir
+        self.podlet = podlet
         self.state = State(dir=str(self.dir))
         self.tokens: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # ------------------------------------------------------------------ paths
     @property
@@ -220,6 +226,9 @@ class ControlPlane:
             f"--service-account-private-key-file={p / 'sa.key'}", f"--root-ca-file={p / 'ca.crt'}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
+            # The default client rate limit (20 QPS) throttles ReplicaSet and Pod
+            # creation long before a 2-core machine is busy.
+            "--kube-api-qps=200", "--kube-api-burst=400",
             "--leader-elect=false", "--profiling=false", "--v=0"])
         self._spawn("kube-scheduler", [
             str(bin_dir / "kube-scheduler"), f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
@@ -227,36 +236,42 @@ class ControlPlane:
             f"--authorization-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             f"--cert-dir={d / 'kube-scheduler'}", "--leader-elect=false", "--profiling=false",
-            "--v=0"])
+            "--kube-api-qps=200", "--kube-api-burst=400", "--v=0"])
         self._spawn("kwok", [
             str(bin_dir / "kwok"), f"--kubeconfig={d / 'kwok.kubeconfig'}",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1", f"--server-address=127.0.0.1:{free_port()}",
             "--cidr=10.244.0.0/16", f"--config={bin_dir.parent / 'kwok-stages.yaml'}"])
-        self.create_kwok_node()
-        self._spawn("podlet", [sys.executable, "-m", "batcomputer.testenv.podlet",
-                               f"--kubeconfig={d / 'podlet.kubeconfig'}", f"--dir={d / 'pods'}"])
+        self.create_kwok_node(tainted=self.podlet)
+        if self.podlet:
+            self._spawn("podlet", [sys.executable, "-m", "batcomputer.testenv.podlet",
+                                   f"--kubeconfig={d / 'podlet.kubeconfig'}", f"--dir={d / 'pods'}"])
         self._wait("kube-controller-manager", self._default_service_account_exists, 90)
         self._wait("kwok", lambda: self._node_ready(KWOK_NODE), 60)
-        self._wait("podlet", lambda: self._node_ready(PROCESS_NODE), 60)
+        if self.podlet:
+            self._wait("podlet", lambda: self._node_ready(PROCESS_NODE), 60)
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log.info("Starting %s", name)
-        handle = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                cwd=self.dir)
-        handle.close()
+        self._children[name] = self.spawn(name, command)
+
+    def spawn(self, name: str, command: list[str], env: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a process that belongs to this environment: recorded in state.json, so
+        `stop` (and `batcomputer testenv down`) stops it too."""
+        with (log or self.logs / f"{name}.log").open("ab") as handle:
+            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    cwd=self.dir, env=env)
         self.state.pids[name] = proc.pid
         self.state.commands[name] = command[0]
         self.state.save()
-        self._children = getattr(self, "_children", {})
-        self._children[name] = proc
+        return proc
 
     def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
         started = time.monotonic()
         deadline = started + timeout
-        proc = getattr(self, "_children", {}).get(name)
+        proc = self._children.get(name)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise TestEnvError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
@@ -290,7 +305,7 @@ class ControlPlane:
     def _default_service_account_exists(self) -> bool:
         return self.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
 
-    def create_kwok_node(self, name: str = KWOK_NODE) -> None:
+    def create_kwok_node(self, name: str = KWOK_NODE, tainted: bool = True) -> None:
         node = {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name,
@@ -298,7 +313,7 @@ class ControlPlane:
                                          "node.alpha.kubernetes.io/ttl": "0"},
                          "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                     "kubernetes.io/arch": "amd64", "type": "kwok"}},
-            "spec": {"taints": [KWOK_TAINT]},
+            "spec": {"taints": [KWOK_TAINT] if tainted else []},
         }
         response = self.request("POST", "/api/v1/nodes", json=node)
         if response.status_code not in (201, 409):

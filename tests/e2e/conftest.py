@@ -16,6 +16,7 @@ from testkit import Kubectl, OperatorProcess
 
 from batcomputer.cli import main as cli
 from batcomputer.testenv.cluster import ControlPlane
+from batcomputer.testenv.harness import install
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,10 +55,7 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 @pytest.fixture(scope="session")
 def installed(kubectl: Kubectl) -> None:
     """The CRD, namespace and RBAC from crds/ and manifests/, as an admin installs them."""
-    kubectl("apply", "-k", str(REPO / "crds"))
-    kubectl("apply", "-f", str(REPO / "manifests" / "namespace.yaml"),
-            "-f", str(REPO / "manifests" / "rbac.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/batmodels.batcomputer.io", "--timeout=30s")
+    install(kubectl, REPO)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +68,8 @@ def namespace(kubectl: Kubectl) -> str:
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane, kubectl: Kubectl, installed: None, namespace: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane, kubectl, tmp_path_factory.mktemp("operator"), namespace)
+    process = OperatorProcess(control_plane, kubectl, tmp_path_factory.mktemp("operator"),
+                              namespaces=namespace)
     process.start()
     yield process
     process.stop()

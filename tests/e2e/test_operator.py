@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from testkit import Kubectl, OperatorProcess, wait_for
+from testkit import Kubectl, OperatorProcess, service_urls, wait_for
 
 from batcomputer.testenv.cluster import ControlPlane
-from batcomputer.testenv.podlet import local_address
 
 pytestmark = pytest.mark.e2e
 
@@ -55,16 +54,6 @@ def wait_ready(kubectl: Kubectl, ns: str, operator: OperatorProcess, timeout: fl
         print(operator.tail())
         print(json.dumps(get(kubectl, ns, "bm", "crime").get("status"), indent=1))
         raise
-
-
-def service_urls(cp: ControlPlane, ns: str, service: str) -> list[str]:
-    """Ready endpoints of a Service, from the EndpointSlices the real controller keeps,
-    mapped to the podlet's local addresses."""
-    slices = cp.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
-                    f"?labelSelector=kubernetes.io/service-name={service}").json()["items"]
-    return [f"http://{local_address(address)}:{item['ports'][0]['port']}"
-            for item in slices for ep in item.get("endpoints") or []
-            if ep["conditions"].get("ready") for address in ep["addresses"]]
 
 
 def served_versions(cp: ControlPlane, ns: str, service: str) -> set[str]:
