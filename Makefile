@@ -32,5 +32,12 @@ test: setup controlplane lint
 test-fast: setup
 	$(BIN)/pytest -m "not e2e and not controlplane"
 
+# The main job: control plane, operator, trained models, predictions from two majors.
+demo: setup controlplane
+	$(BIN)/python hack/demo.py
+
+demo-down: setup
+	$(BIN)/batcomputer testenv --dir .demo/cluster down
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -125,8 +125,10 @@ def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], full: bool
         return result
     if live is None:
         events.append(Event("Normal", "Created", f"Created {kind} {name} for {version}"))
-    elif live_version != version:
+    elif live_version != version and kind == "Deployment":
         events.append(Event("Normal", "Updated", f"Rolling {kind} {name} from {live_version} to {version}"))
+    elif live_version != version:
+        events.append(Event("Normal", "Updated", f"Updated {kind} {name} for {version}"))
     elif _drifted(live, result):
         events.append(Event("Normal", "Repaired", f"Restored {kind} {name} (changed by hand)"))
     return result

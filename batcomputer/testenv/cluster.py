@@ -342,12 +342,15 @@ class ControlPlane:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie, which an init that does not reap leaves behind, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -357,7 +360,7 @@ def _is_ours(pid: int, command: str) -> bool:
     return False
 
 
-def stop_state(state: State, timeout: float = 10) -> list[str]:
+def stop_state(state: State, timeout: float = 5) -> list[str]:
     """Stop what a state file says was started (reverse order), by PID; SIGKILL stragglers."""
     stopped = []
     for name, pid in reversed(list(state.pids.items())):

@@ -1,0 +1,200 @@
+"""The whole story on one machine: `make demo`.
+
+Starts the local control plane and the operator, trains crime 1.0.0, 1.1.0 and an
+API-changing 2.0.0, serves them over HTTP, applies a BatModel and walks it through a
+MINOR roll, a new MAJOR beside the old one, promotion and roll-back, with
+predictions from real prediction servers along the way. It leaves everything
+running to look around; `make demo-down` stops it. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from batcomputer.testenv.cluster import ControlPlane, State, stop_state
+from batcomputer.testenv.harness import Kubectl, OperatorProcess, install, serve_files, service_urls
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / ".demo"
+CLUSTER = DEMO / "cluster"
+NAMESPACE = "demo"
+BATCOMPUTER = str(Path(sys.executable).parent / "batcomputer")
+QUESTION_V1 = {"force": "Metropolitan Police Service", "crime": "Shoplifting", "month": 11}
+QUESTION_V2 = {**QUESTION_V1, "place": "Supermarket"}
+started = time.monotonic()
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m  [{time.monotonic() - started:5.1f}s]", flush=True)
+
+
+def show(text: str) -> None:
+    print("    " + text.replace("\n", "\n    "), flush=True)
+
+
+def run(*args: str) -> None:
+    show("$ " + shlex.join(["batcomputer", *args]))
+    subprocess.run([BATCOMPUTER, "-q", *args], check=True)
+
+
+def batmodel(base: str, versions: list[str], promoted: str) -> dict[str, Any]:
+    return {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+            "metadata": {"name": "crime", "namespace": NAMESPACE},
+            "spec": {"versions": [{"version": v, "artifact": f"{base}/crime/{v}/"} for v in versions],
+                     "promoted": promoted, "replicas": 2}}
+
+
+def apply(kubectl: Kubectl, doc: dict[str, Any]) -> None:
+    text = yaml.safe_dump(doc, sort_keys=False)
+    show("$ kubectl apply -f - <<EOF\n" + text.rstrip() + "\nEOF")
+    show(kubectl("apply", "-f", "-", input=text).stdout.strip())
+
+
+def wait_ready(kubectl: Kubectl, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        bm = json.loads(kubectl("get", "bm", "crime", "-o", "json", namespace=NAMESPACE).stdout)
+        st = bm.get("status", {})
+        ready = next((c for c in st.get("conditions", []) if c["type"] == "Ready"), {})
+        line = ", ".join(f"{v['version']} {v['phase']}" for v in st.get("versions", []))
+        if line and line != last:
+            show(f"... {line}")
+            last = line
+        if st.get("observedGeneration") == bm["metadata"]["generation"] and ready.get("status") == "True":
+            show(f"Ready: {ready['message']}")
+            return bm
+        time.sleep(0.5)
+    raise SystemExit(f"BatModel crime not Ready after {timeout:.0f}s: {last}")
+
+
+def get(kubectl: Kubectl) -> None:
+    show("$ kubectl get bm,deploy,svc -n demo")
+    show(kubectl("get", "bm,deploy,svc", namespace=NAMESPACE).stdout.rstrip())
+
+
+def predict(plane: ControlPlane, service: str, question: dict[str, Any]) -> None:
+    urls = []
+    deadline = time.monotonic() + 30
+    while not urls and time.monotonic() < deadline:
+        urls = service_urls(plane, NAMESPACE, service)
+        time.sleep(0.2)
+    if not urls:
+        raise SystemExit(f"Service {service} has no ready endpoints")
+    info = requests.get(urls[0] + "/api/info", timeout=5).json()
+    answer = requests.post(urls[0] + "/api/predict", json=question, timeout=5)
+    show(f"POST http://{service}.{NAMESPACE}.svc/api/predict   (endpoint {urls[0]}, "
+         f"serving {info['version']})")
+    show(f"  {json.dumps(question)}")
+    show(f"  -> {answer.status_code} {answer.text.strip()}")
+
+
+def stop_previous() -> None:
+    state = State.load(CLUSTER)
+    if state is not None:
+        stopped = stop_state(state)
+        if stopped:
+            show(f"Stopped the previous demo ({', '.join(stopped)})")
+
+
+def main() -> int:
+    print(__doc__.strip().splitlines()[0])
+    DEMO.mkdir(exist_ok=True)
+    stop_previous()
+    plane = ControlPlane(CLUSTER)
+
+    def interrupted(*_: object) -> None:
+        print("\nInterrupted: stopping everything the demo started", flush=True)
+        plane.stop()
+        sys.exit(130)
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+
+    step("Starting the local control plane (etcd, kube-apiserver, controller-manager, "
+         "scheduler, kwok, podlet)")
+    plane.start()
+    show(", ".join(f"{k} {v:.1f}s" for k, v in plane.timings.items()))
+    kubectl = Kubectl(plane)
+
+    step("Installing the BatModel CRD and the operator's RBAC (crds/, manifests/)")
+    install(kubectl, REPO)
+    kubectl("create", "namespace", NAMESPACE)
+    step("Starting the operator with the batcomputer-operator ServiceAccount's token")
+    operator = OperatorProcess(plane, kubectl, DEMO, resync_seconds=10)
+    operator.start()
+
+    data, registry = DEMO / "data", DEMO / "registry"
+    step("Generating police.uk-shaped data and training the model")
+    if not data.is_dir():
+        run("generate-data", str(data))
+    trainings = {"1.0.0": [],
+                 "1.1.0": ["--param", "max_depth=12"],
+                 "2.0.0": ["--features", "force,crime,month,place"]}
+    for version, extra in trainings.items():
+        if (registry / "crime" / version / "metadata.json").is_file():
+            show(f"crime {version} already in {registry}")
+            continue
+        run("train", str(data), "--registry", str(registry), "--version", version, *extra)
+    subprocess.run([BATCOMPUTER, "versions", str(registry), "crime"], check=True)
+    base = serve_files(plane, registry)
+    show(f"Registry served at {base}/")
+
+    step("Apply crime 1.0.0")
+    apply(kubectl, batmodel(base, ["1.0.0"], "1.0.0"))
+    wait_ready(kubectl)
+    get(kubectl)
+    predict(plane, "crime-v1", QUESTION_V1)
+
+    step("MINOR release 1.1.0 (new parameters): rolls crime-v1 in place, no downtime")
+    apply(kubectl, batmodel(base, ["1.1.0"], "1.1.0"))
+    wait_ready(kubectl)
+    predict(plane, "crime-v1", QUESTION_V1)
+
+    step("MAJOR release 2.0.0 (adds the `place` input): runs beside 1.x")
+    apply(kubectl, batmodel(base, ["1.1.0", "2.0.0"], "1.1.0"))
+    wait_ready(kubectl)
+    get(kubectl)
+    predict(plane, "crime-v1", QUESTION_V1)
+    predict(plane, "crime-v2", QUESTION_V2)
+    predict(plane, "crime-v2", QUESTION_V1)
+    predict(plane, "crime", QUESTION_V1)
+
+    step("Promote 2.0.0: the stable Service `crime` now routes to v2")
+    show(kubectl("patch", "bm", "crime", "--type=merge", "-p", '{"spec":{"promoted":"2.0.0"}}',
+                 namespace=NAMESPACE).stdout.strip())
+    wait_ready(kubectl)
+    predict(plane, "crime", QUESTION_V2)
+    get(kubectl)
+
+    step("Roll back: promote 1.1.0 again")
+    show(kubectl("patch", "bm", "crime", "--type=merge", "-p", '{"spec":{"promoted":"1.1.0"}}',
+                 namespace=NAMESPACE).stdout.strip())
+    wait_ready(kubectl)
+    predict(plane, "crime", QUESTION_V1)
+    show("$ kubectl get events -n demo --field-selector involvedObject.kind=BatModel")
+    show(kubectl("get", "events", "--field-selector", "involvedObject.kind=BatModel",
+                 "--sort-by=.lastTimestamp", namespace=NAMESPACE).stdout.rstrip())
+
+    step("Done. Everything keeps running so you can look around:")
+    show(f"eval \"$(.venv/bin/batcomputer testenv --dir {CLUSTER} env)\"")
+    show("kubectl get bm -n demo -o wide; kubectl describe bm crime -n demo")
+    for service in ("crime", "crime-v1", "crime-v2"):
+        for url in service_urls(plane, NAMESPACE, service):
+            show(f"{service:<9} {url}/api/predict   Swagger UI {url}/api/docs")
+    show(f"operator log: {operator.log}; component logs: {plane.logs}/; pod logs: {CLUSTER}/pods/")
+    show("Stop it all: make demo-down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
