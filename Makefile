@@ -23,6 +23,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	VENV=$(VENV) hack/lint-imports.sh
+	$(BIN)/shellcheck hack/*.sh .ci/run
 
 # The test command: unit, server, training, control-plane and end-to-end tests.
 test: setup controlplane lint

@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 PREFIX = "BATCOMPUTER_OPERATOR_"
+
+
+def _version() -> str:
+    try:
+        return version("batcomputer")
+    except PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "latest"
 
 
 def _resources(requests_cpu: str, requests_memory: str, limits_memory: str,
@@ -20,7 +28,7 @@ def _resources(requests_cpu: str, requests_memory: str, limits_memory: str,
 
 @dataclass(frozen=True)
 class Settings:
-    server_image: str = "ghcr.io/batcomputer/server:0.1.0"
+    server_image: str = field(default_factory=lambda: f"batcomputer-server:{_version()}")
     """Image of the generic prediction server (Dockerfile.server)."""
     image_pull_policy: str = "IfNotPresent"
     namespaces: tuple[str, ...] = ()
