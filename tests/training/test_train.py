@@ -121,3 +121,15 @@ def test_parse_param() -> None:
     assert train.parse_param("max_features=null") == ("max_features", None)
     with pytest.raises(ValueError, match="key=value"):
         train.parse_param("oops")
+
+
+def test_the_readme_shows_the_real_refusal(tmp_path: Path, crime_data: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    reg = str(tmp_path / "reg")
+    base = ["-q", "train", str(crime_data), "--registry", reg, "--param", "n_estimators=5"]
+    assert cli([*base, "--version", "1.0.0"]) == 0
+    assert cli([*base, "--version", "1.1.0", "--param", "max_depth=12"]) == 0
+    capsys.readouterr()
+    assert cli([*base, "--features", "force,crime,month,place", "--version", "1.2.0"]) == 2
+    assert capsys.readouterr().err.strip() in readme

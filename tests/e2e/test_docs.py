@@ -1,0 +1,42 @@
+"""The examples in the README and manifests/ are valid against the real API server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from testkit import Kubectl
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_batmodels() -> list[str]:
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    return [b for b in blocks if "kind: BatModel" in b]
+
+
+def test_readme_has_a_batmodel_example() -> None:
+    assert readme_batmodels()
+
+
+@pytest.mark.parametrize("source", ["readme", "example"])
+def test_batmodel_examples_pass_the_crd_schema(kubectl: Kubectl, installed: None, source: str) -> None:
+    docs = readme_batmodels() if source == "readme" else [
+        (REPO / "manifests" / "examples" / "batmodel.yaml").read_text()]
+    for doc in docs:
+        assert yaml.safe_load(doc)["kind"] == "BatModel"
+        done = kubectl("apply", "--dry-run=server", "-f", "-", input=doc, namespace="default")
+        assert "created (server dry run)" in done.stdout
+
+
+def test_kustomization_installs_against_the_real_api_server(kubectl: Kubectl, installed: None) -> None:
+    rendered = kubectl("kustomize", str(REPO / "manifests")).stdout
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+                     "Namespace", "ServiceAccount"]
+    done = kubectl("apply", "--dry-run=server", "-k", str(REPO / "manifests"))
+    assert "deployment.apps/batcomputer-operator created (server dry run)" in done.stdout
