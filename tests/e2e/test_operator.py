@@ -116,6 +116,11 @@ def test_v1_creates_children_becomes_ready_and_predicts(
     assert "1/1" in printed and "1.0.0" in printed
 
 
+def test_operator_serves_its_liveness_probe(operator: OperatorProcess) -> None:
+    url = operator.env["BATCOMPUTER_OPERATOR_LIVENESS_ENDPOINT"]
+    assert wait_for(lambda: requests.get(url, timeout=2).status_code == 200, what="operator /healthz")
+
+
 def test_minor_bump_rolls_the_same_deployment(
         control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess,
         namespace: str, artifact_base: str) -> None:
@@ -279,3 +284,4 @@ def test_deleting_the_batmodel_leaves_nothing_behind(kubectl: Kubectl, operator:
         return not left
     wait_for(gone, timeout=60, what="children garbage-collected")
     assert operator.alive()
+

@@ -139,3 +139,8 @@ def test_invalid_status() -> None:
     assert st["observedGeneration"] == 7
     assert cond(st, "Degraded")["reason"] == "InvalidSpec"
     assert cond(st, "Degraded")["message"] == "spec.replicas must be an integer"
+
+
+def test_a_rolled_out_deployment_is_trusted_without_pods() -> None:
+    st = status.version_status(MODEL, V1, deployment(), None, S)
+    assert (st["phase"], st["message"]) == ("Ready", "2/2 replicas ready")
