@@ -101,7 +101,7 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-        plane = ControlPlane(Path(tmp) / "cp", podlet=False)
+        plane = ControlPlane(Path(tmp) / "cp", podlet=False, tie_to_parent=True)
         plane.start()
         try:
             kubectl = Kubectl(plane)

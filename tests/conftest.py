@@ -35,7 +35,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     """The real local control plane (etcd, kube-apiserver, kube-controller-manager,
     kube-scheduler, kwok and the podlet), started once per session. Fails, never
     skips, when it cannot start."""
-    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane"), tie_to_parent=True)
     plane.start()
     try:
         yield plane

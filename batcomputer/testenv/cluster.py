@@ -8,6 +8,7 @@ another process (``batcomputer testenv down``) can stop it by PID.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -121,12 +122,15 @@ class ControlPlane:
     """``with ControlPlane(dir) as cp:`` starts everything and stops it on exit."""
 
     def __init__(self, folder: Path | None = None, bin_dir: Path | None = None,
-                 podlet: bool = True) -> None:
+                 podlet: bool = True, tie_to_parent: bool = False) -> None:
         """``podlet=False``: no process node, and the kwok node takes every pod (for
-        benchmarks of the control loop, where pods only need to look Ready)."""
+        benchmarks of the control loop, where pods only need to look Ready).
+        ``tie_to_parent``: everything dies with this process, even if it is killed
+        (tests); otherwise it keeps running until `stop` (``testenv up``, the demo)."""
         self.dir = (folder or default_dir()).resolve()
         self.bin_dir = bin_dir
         self.podlet = podlet
+        self.tie_to_parent = tie_to_parent
         self.state = State(dir=str(self.dir))
         self.tokens: dict[str, str] = {}
         self.timings: dict[str, float] = {}
@@ -262,7 +266,8 @@ class ControlPlane:
         with (log or self.logs / f"{name}.log").open("ab") as handle:
             proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=self.dir, env=env)
+                                    cwd=self.dir, env=env,
+                                    preexec_fn=die_with_parent if self.tie_to_parent else None)
         self.state.pids[name] = proc.pid
         self.state.commands[name] = command[0]
         self.state.save()
@@ -339,6 +344,12 @@ class ControlPlane:
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig_path),
                 "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In a child between fork and exec: ask Linux to send ``sig`` when the parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _alive(pid: int) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import itertools
@@ -54,6 +55,11 @@ NODE_LABELS = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
 BACKOFF_START, BACKOFF_MAX = 1.0, 20.0
 POD_NETWORK = "10.245.0.0"
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _die_with_podlet() -> None:
+    """Pods are the podlet's children: if it is killed, they stop too (SIGTERM)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def local_address(pod_ip: str) -> str:
@@ -214,7 +220,8 @@ class Podlet:
         logfile = (container.folder / "container.log").open("ab")
         container.process = subprocess.Popen(command, env=env, cwd=container.folder,
                                              stdout=logfile, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                                             stdin=subprocess.DEVNULL, start_new_session=True,
+                                             preexec_fn=_die_with_podlet)
         logfile.close()
         container.started_at = now()
         container.ready = False
