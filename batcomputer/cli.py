@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from batcomputer.errors import UserError
 from batcomputer.operator import cli as operator_cli
+from batcomputer.server import cli as server_cli
 from batcomputer.testenv import cli as testenv_cli
 from batcomputer.training import cli as training_cli
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.register(sub)
     operator_cli.register(sub)
     testenv_cli.register(sub)
+    server_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,406 @@
+"""Benchmark `batcomputer serve` against a naive Flask + gunicorn wrapper, in one run.
+
+    /work/main/.venv/bin/python bench/server.py [--artifact DIR] [--duration 10]
+
+Both servers serve the same artifact (by default the reference model: a
+100-tree random forest trained by `batcomputer train` on 12 months of generated
+data) with the same number of gunicorn worker processes (sync workers unless
+--threads says otherwise) on 127.0.0.1. Both
+run for the whole benchmark and each figure is measured on one right after the
+other, so both see the same machine. The load is closed-loop: N clients each
+send a request as soon as the previous answer arrives. Request bodies cover every valid combination of
+inputs in a random order. The load generator is wrk (apt-get install wrk), with
+a Python fallback that may itself be the bottleneck.
+
+Printed: requests/s and p50/p99 latency for single rows at 1, 8 and 32 clients,
+rows/s for 100-row batches at 8 clients, cold start (process start to the first
+answered prediction), and memory (RSS summed over master and workers, and PSS,
+which counts pages shared between processes once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from multiprocessing import Process, Queue
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+BATCH = 100
+
+WRK_SCRIPT = r"""
+local requests = {}
+local n = 0
+local i = 0
+
+function init(args)
+  for line in io.lines(args[1]) do
+    n = n + 1
+    requests[n] = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, line)
+  end
+  i = math.random(n) - 1
+end
+
+function request()
+  i = i % n + 1
+  return requests[i]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"errors": %d, "status_errors": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+# -- the workload ------------------------------------------------------------------------------
+
+
+def reference_artifact(work: Path) -> Path:
+    data, registry = work / "data", work / "registry"
+    run([str(BIN / "batcomputer"), "-q", "generate-data", str(data), "--seed", "7",
+         "--months", "12"])
+    run([str(BIN / "batcomputer"), "-q", "train", str(data), "--registry", str(registry)])
+    return next((registry / "crime").iterdir())
+
+
+def all_rows(artifact: Path) -> list[dict[str, Any]]:
+    """Every valid combination of inputs, from the artifact's schema."""
+    inputs = json.loads((artifact / "metadata.json").read_text())["schema"]["inputs"]
+    axes = []
+    for item in inputs:
+        if item["type"] == "categorical":
+            axes.append(item["values"])
+        else:
+            axes.append(list(range(item["minimum"], item["maximum"] + 1)))
+    names = [i["name"] for i in inputs]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def write_bodies(artifact: Path, work: Path, seed: int) -> tuple[Path, Path, int]:
+    rows = all_rows(artifact)
+    random.Random(seed).shuffle(rows)
+    singles, batches = work / "singles.jsonl", work / "batches.jsonl"
+    singles.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    batches.write_text("".join(json.dumps(rows[i:i + BATCH]) + "\n"
+                               for i in range(0, len(rows) - BATCH + 1, BATCH)))
+    return singles, batches, len(rows)
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, artifact: Path, port: int, workers: int, threads: int,
+          log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if kind == "naive":
+        env["BENCH_ARTIFACT"] = str(artifact)
+        cmd = [PYTHON, "-m", "gunicorn", "--chdir", str(BENCH), "-w", str(workers),
+               "-b", f"127.0.0.1:{port}", "--no-control-socket", "naive_server:app"]
+    else:
+        cmd = [str(BIN / "batcomputer"), "serve", "--artifact", str(artifact), "--host",
+               "127.0.0.1", "--port", str(port), "--workers", str(workers), "--threads",
+               str(threads)]
+    handle = log.open("wb")
+    return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def first_prediction(url: str, body: bytes, proc: subprocess.Popen[bytes],
+                     timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            post(url, body)
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.01)
+    raise SystemExit(f"no answer from {url} within {timeout}s")
+
+
+def post(url: str, body: bytes) -> Any:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            queue.extend(int(c) for c in task.read_text().split())
+    return pids
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(sum of RSS, sum of PSS) over the process and its children, in MiB."""
+    rss = pss = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "Rss":
+                rss += int(value.split()[0])
+            elif key == "Pss":
+                pss += int(value.split()[0])
+    return rss / 1024, pss / 1024
+
+
+# -- load generators ---------------------------------------------------------------------------
+
+
+def wrk(url: str, bodies: Path, clients: int, seconds: float, work: Path) -> Load:
+    script = work / "bodies.lua"
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s",
+                          "-s", str(script), url, "--", str(bodies)],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line.removeprefix("RESULT "))
+    return Load(r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000, r["p99_us"] / 1000,
+                r["errors"] + r["status_errors"])
+
+
+def _python_client(url: str, lines: list[str], clients: int, seconds: float,
+                   out: Queue[tuple[list[float], int]]) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    latencies: list[float] = []
+    errors = [0]
+    deadline = time.monotonic() + seconds
+
+    def loop(offset: int) -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        i = offset
+        while time.monotonic() < deadline:
+            body = lines[i % len(lines)].encode()
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", parts.path, body, {"Content-Type": "application/json"})
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    errors[0] += 1
+                if reply.getheader("Connection", "").lower() == "close":
+                    conn.close()
+            except OSError:
+                errors[0] += 1
+                conn.close()
+            latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=loop, args=(random.randrange(len(lines)),))
+               for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((latencies, errors[0]))
+
+
+def python_load(url: str, bodies: Path, clients: int, seconds: float, work: Path) -> Load:
+    lines = bodies.read_text().splitlines()
+    procs = min(clients, os.cpu_count() or 1)
+    queue: Queue[tuple[list[float], int]] = Queue()
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = [Process(target=_python_client, args=(url, lines, n, seconds, queue))
+               for n in shares]
+    for w in workers:
+        w.start()
+    results = [queue.get() for _ in workers]
+    for w in workers:
+        w.join()
+    latencies = sorted(x for lat, _ in results for x in lat)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0
+    return Load(len(latencies), seconds, statistics.median(latencies or [0]) * 1000,
+                p99 * 1000, sum(e for _, e in results))
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True)
+
+
+SCENARIOS: tuple[tuple[str, str, int], ...] = (
+    ("single_c1", "singles", 1), ("single_c8", "singles", 8), ("single_c32", "singles", 32),
+    ("batch_c8", "batches", 8),
+)
+KINDS = ("naive", "batcomputer")
+
+
+def bench(args: argparse.Namespace, artifact: Path, bodies: dict[str, Path],
+          work: Path) -> dict[str, dict[str, Any]]:
+    """Start both servers, then measure each scenario on one and then the other, so that
+    both see the same machine conditions (other load on a shared machine shifts both)."""
+    load = wrk if shutil.which("wrk") and not args.python_load else python_load
+    first_body = bodies["singles"].read_text().splitlines()[0].encode()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    try:
+        for kind in KINDS:
+            port = free_port()
+            urls[kind] = f"http://127.0.0.1:{port}/api/predict"
+            started = time.perf_counter()
+            procs[kind] = start(kind, artifact, port, args.workers, args.threads,
+                                work / f"{kind}.log")
+            first_prediction(urls[kind], first_body, procs[kind])
+            results[kind]["cold_s"] = time.perf_counter() - started
+        for kind in KINDS:
+            load(urls[kind], bodies["singles"], 8, args.warmup, work)
+        for name, which, clients in SCENARIOS:
+            runs: dict[str, list[Load]] = {kind: [] for kind in KINDS}
+            for _ in range(args.repeat):
+                for kind in KINDS:
+                    run = load(urls[kind], bodies[which], clients, args.duration, work)
+                    runs[kind].append(run)
+                    print(f"  {name:10} {kind:11} {run.rps:9,.0f} req/s  p50 {run.p50_ms:7.2f} ms"
+                          f"  p99 {run.p99_ms:7.2f} ms  (load average {os.getloadavg()[0]:.2f})",
+                          flush=True)
+            for kind in KINDS:  # the median run by throughput
+                results[kind][name] = sorted(runs[kind], key=lambda r: r.rps)[len(runs[kind]) // 2]
+        for kind in KINDS:
+            results[kind]["memory"] = memory_mib(procs[kind].pid)
+            results[kind]["sample"] = post(urls[kind], first_body)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifact", type=Path, help="artifact folder (default: build the "
+                                                      "reference model)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up load")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both servers)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per worker of batcomputer serve (default 1: sync workers)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each figure this many times and report the median")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the request order")
+    parser.add_argument("--python-load", action="store_true", help="use the Python load "
+                                                                   "generator even if wrk exists")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="batcomputer-bench-") as tmp:
+        work = Path(tmp)
+        artifact = args.artifact or reference_artifact(work)
+        singles, batches, combos = write_bodies(artifact, work, args.seed)
+        bodies = {"singles": singles, "batches": batches}
+        meta = json.loads((artifact / "metadata.json").read_text())
+        generator = "wrk" if shutil.which("wrk") and not args.python_load else "python"
+        print(f"Artifact: {artifact} ({meta['name']} {meta['version']}, "
+              f"{meta['training']['estimator']} {meta['training']['params']})")
+        print(f"Workload: {combos:,} input combinations in random order; {args.workers} "
+              f"gunicorn workers each (naive: sync; batcomputer: "
+              f"{'sync' if args.threads == 1 else f'gthread x {args.threads}'}); "
+              f"load generator {generator}; {args.duration:g}s per figure, median of "
+              f"{args.repeat}; {os.cpu_count()} CPUs; load average before: "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+        results = bench(args, artifact, bodies, work)
+    report(results)
+    return 0
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    naive, ours = results["naive"], results["batcomputer"]
+    same = all(abs(naive["sample"][k] - ours["sample"][k]) <= 1e-9 for k in naive["sample"])
+    rows: list[tuple[str, float, float, str, str]] = []
+
+    def ratio_row(label: str, a: float, b: float, target: str = "", higher: bool = True) -> None:
+        ratio = b / a if higher else a / b
+        rows.append((label, a, b, f"{ratio:.1f}x", target))
+
+    for clients in (1, 8, 32):
+        key = f"single_c{clients}"
+        ratio_row(f"single row, {clients} clients: req/s", naive[key].rps, ours[key].rps,
+                  ">= 10x" if clients == 8 else "")
+        rows.append(("  p50 / p99 ms", naive[key].p50_ms, ours[key].p50_ms, "",
+                     f"p99 {naive[key].p99_ms:.2f} -> {ours[key].p99_ms:.2f}"
+                     + (" (target <= 10 ms)" if clients == 8 else "")))
+    ratio_row("100-row batches, 8 clients: rows/s", naive["batch_c8"].rps * BATCH,
+              ours["batch_c8"].rps * BATCH, ">= 10x")
+    ratio_row("cold start to first prediction: s", naive["cold_s"], ours["cold_s"], "",
+              higher=False)
+    ratio_row("memory, RSS summed over processes: MiB", naive["memory"][0], ours["memory"][0],
+              "ours <= naive", higher=False)
+    ratio_row("memory, PSS (shared pages once): MiB", naive["memory"][1], ours["memory"][1],
+              "", higher=False)
+    print(f"\n{'':42} {'naive':>12} {'batcomputer':>12} {'ratio':>8}  target / note")
+    for label, a, b, ratio, note in rows:
+        print(f"{label:42} {a:12,.2f} {b:12,.2f} {ratio:>8}  {note}")
+    errors = {kind: sum(v.errors for v in r.values() if isinstance(v, Load))
+              for kind, r in results.items()}
+    print(f"\nErrors (non-200 or socket): {errors}; same answer for a sample row: {same}")
+    c8 = ours["single_c8"]
+    print("Targets: single c8 {}x {}, batch {}x {}, p99 c8 {:.2f} ms {}, RSS {}".format(
+        round(c8.rps / naive["single_c8"].rps, 1),
+        "met" if c8.rps >= 10 * naive["single_c8"].rps else "NOT MET",
+        round(ours["batch_c8"].rps / naive["batch_c8"].rps, 1),
+        "met" if ours["batch_c8"].rps >= 10 * naive["batch_c8"].rps else "NOT MET",
+        c8.p99_ms, "met" if c8.p99_ms <= 10 else "NOT MET",
+        "met" if ours["memory"][0] <= naive["memory"][0] else "NOT MET"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+"""The served model: the triad (model, lookup, flags), input checks and prediction.
+
+No web framework here. Prediction has two modes, chosen at load time:
+
+* memoised: every input is categorical or a bounded integer and the input space
+  has at most ``memo_limit`` combinations. ``predict_proba`` is run once over the
+  whole grid (in chunks) and a request becomes an index computation and a table
+  lookup. The answers are the model's own numbers for those exact inputs.
+* estimator: anything else calls ``predict_proba`` (single row or one vectorised
+  call per batch), with ``n_jobs`` reset so no thread pool starts per call.
+"""
+
+from __future__ import annotations
+
+import array
+import io
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import pickle
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Final
+
+import numpy as np
+
+from batcomputer.server.artifacts import Artifact, ArtifactError
+from batcomputer.server.errors import InvalidInput
+
+log = logging.getLogger("batcomputer.server")
+
+MAX_RANGE: Final = 1_000_000  # an integer input with a wider range is not enumerated
+GRID_CHUNK: Final = 65_536
+SHOWN_VALUES: Final = 20
+# Up to this many combinations, every answer is also kept as JSON text (~60 bytes each).
+RENDER_LIMIT: Final = 250_000
+
+Row = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One model input, in lookup order."""
+
+    name: str
+    kind: str  # "categorical", "integer" or "number"
+    description: str = ""
+    codes: Mapping[str, int] = field(default_factory=dict)
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def bounded_integer(self) -> bool:
+        return (self.kind == "integer" and isinstance(self.minimum, int)
+                and isinstance(self.maximum, int) and self.minimum <= self.maximum
+                and self.maximum - self.minimum < MAX_RANGE)
+
+    def grid(self) -> tuple[list[Any], list[float]] | None:
+        """All accepted values and the model input of each, or None if unbounded."""
+        if self.kind == "categorical":
+            return list(self.codes), [float(c) for c in self.codes.values()]
+        if self.bounded_integer:
+            assert isinstance(self.minimum, int) and isinstance(self.maximum, int)
+            values = list(range(self.minimum, self.maximum + 1))
+            return values, [float(v) for v in values]
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What /api/predict/params says about this input."""
+        out: dict[str, Any] = {"type": self.kind}
+        if self.description:
+            out["description"] = self.description
+        if self.kind == "categorical":
+            out["values"] = list(self.codes)
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
+
+    def encode(self, value: object, where: str) -> float:
+        """The model's input for ``value``, or InvalidInput saying what to send."""
+        if self.kind == "categorical":
+            if not isinstance(value, str):
+                raise InvalidInput(f"{where}{self.name} must be a string, one of the accepted "
+                                   f"values, not {_kind(value)}")
+            code = self.codes.get(value)
+            if code is None:
+                raise InvalidInput(f"{where}{self.name}: unknown value {_show(value)}; "
+                                   f"accepted values: {self._accepted()}")
+            return float(code)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{where}{self.name} must be {self._range_text()}, "
+                               f"not {_kind(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{where}{self.name} must be a finite number")
+        if self.kind == "integer" and isinstance(value, float) and not value.is_integer():
+            raise InvalidInput(f"{where}{self.name} must be {self._range_text()}, "
+                               f"not {value!r}")
+        if ((self.minimum is not None and value < self.minimum)
+                or (self.maximum is not None and value > self.maximum)):
+            raise InvalidInput(f"{where}{self.name} must be {self._range_text()}, "
+                               f"not {value!r}")
+        return float(value)
+
+    def _range_text(self) -> str:
+        kind = "an integer" if self.kind == "integer" else "a number"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{kind} from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"{kind} of at least {self.minimum}"
+        if self.maximum is not None:
+            return f"{kind} of at most {self.maximum}"
+        return kind
+
+    def _accepted(self) -> str:
+        values = list(self.codes)
+        shown = ", ".join(json.dumps(v) for v in values[:SHOWN_VALUES])
+        if len(values) > SHOWN_VALUES:
+            shown += f" and {len(values) - SHOWN_VALUES} more (GET /api/predict/params)"
+        return shown
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _show(value: str, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 4] + '..."'
+
+
+class Model:
+    """A loaded, verified model that validates inputs and predicts.
+
+    Built with either a fitted ``estimator`` or a precomputed ``table`` holding
+    ``predict_proba`` of every combination of inputs (see `tabulate`).
+    """
+
+    def __init__(self, *, name: str, version: str, inputs: Sequence[Input],
+                 labels: Sequence[str], metadata: Mapping[str, Any], estimator: Any = None,
+                 table: np.ndarray | None = None, estimator_class: str = "",
+                 uri: str = "", metadata_digest: str = "") -> None:
+        if (estimator is None) == (table is None):
+            raise ValueError("a Model needs exactly one of an estimator and a table")
+        self.name = name
+        self.version = version
+        self.inputs = tuple(inputs)
+        self.labels = tuple(labels)
+        self.metadata = dict(metadata)
+        self.uri = uri
+        self.metadata_digest = metadata_digest
+        self.estimator_class = estimator_class or _qualname(estimator)
+        self.names = tuple(i.name for i in self.inputs)
+        self.combinations = space_size(self.inputs)
+        self._estimator: Any = estimator
+        self._table = table
+        self._plan: tuple[tuple[str, dict[Any, int], bool], ...] = ()
+        self._json: bytes = b""
+        self._json_at: array.array[int] = array.array("q")
+        if table is not None:
+            if table.shape != (self.combinations, len(self.labels)):
+                raise ValueError(f"table shape {table.shape} does not match the inputs")
+            self._plan = _index_plan(self.inputs)
+            if len(table) <= RENDER_LIMIT:
+                self._render(table)
+
+    def _render(self, table: np.ndarray) -> None:
+        """Every answer as JSON, in one bytes object; answer i is
+        ``_json[_json_at[i]:_json_at[i + 1]]`` (json.dumps output, byte for byte)."""
+        answers = [json.dumps(dict(zip(self.labels, row, strict=True))).encode()
+                   for row in table.tolist()]
+        self._json_at = array.array("q", itertools.accumulate((len(a) for a in answers),
+                                                              initial=0))
+        self._json = b"".join(answers)
+
+    # -- prediction --------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return "memoised" if self._table is not None else "estimator"
+
+    def predict_one(self, row: object) -> Row:
+        """One JSON object -> {label: probability}."""
+        table = self._table
+        if table is not None:
+            return dict(zip(self.labels, table[self._index(row, "")].tolist(), strict=True))
+        return self._rows(self._estimator.predict_proba(np.array([self.encode(row)])))[0]
+
+    def predict_many(self, rows: Sequence[object]) -> list[Row]:
+        """A list of JSON objects -> a list of results, in one vectorised step."""
+        table = self._table
+        if table is not None:
+            return self._rows(table[[self._index(row, f"row {n}: ")
+                                     for n, row in enumerate(rows)]])
+        x = np.array([self.encode(row, f"row {n}: ") for n, row in enumerate(rows)],
+                     dtype=np.float64)
+        return self._rows(self._estimator.predict_proba(x))
+
+    def predict_one_json(self, row: object) -> bytes:
+        """``json.dumps(predict_one(row))``, encoded; from the rendered answers if any."""
+        if self._json:
+            index = self._index(row, "")
+            at = self._json_at
+            return self._json[at[index]:at[index + 1]]
+        return json.dumps(self.predict_one(row)).encode()
+
+    def predict_many_json(self, rows: Sequence[object]) -> bytes:
+        """``json.dumps(predict_many(rows))``, encoded; from the rendered answers if any."""
+        if self._json:
+            answers, at = self._json, self._json_at
+            parts = []
+            for number, row in enumerate(rows):
+                index = self._index(row, f"row {number}: ")
+                parts.append(answers[at[index]:at[index + 1]])
+            return b"[" + b", ".join(parts) + b"]"
+        return json.dumps(self.predict_many(rows)).encode()
+
+    def _index(self, row: object, where: str) -> int:
+        """The table index of a row, or InvalidInput."""
+        index = self._fast_index(row)
+        if index is None:
+            self.encode(row, where)  # raises the precise error
+            index = self._fast_index(row)
+            assert index is not None
+        return index
+
+    def _fast_index(self, row: object) -> int | None:
+        """The table index of a valid row, None when anything is off (then encode explains)."""
+        if type(row) is not dict or len(row) != len(self._plan):
+            return None
+        index = 0
+        try:
+            for name, offsets, numeric in self._plan:
+                value = row[name]
+                if numeric and value.__class__ is bool:  # True == 1 in a dict lookup
+                    return None
+                index += offsets[value]
+        except (KeyError, TypeError):
+            return None
+        return index
+
+    def _rows(self, proba: np.ndarray) -> list[Row]:
+        labels = self.labels
+        return [dict(zip(labels, p, strict=True)) for p in proba.tolist()]
+
+    def encode(self, row: object, where: str = "") -> list[float]:
+        """Validate one row and return the model's input vector."""
+        if not isinstance(row, dict):
+            raise InvalidInput(f"{where}expected a JSON object with the inputs "
+                               f"{', '.join(self.names)}, not {_kind(row)}")
+        missing = [n for n in self.names if n not in row]
+        if missing:
+            raise InvalidInput(f"{where}missing input(s): {', '.join(missing)}; required: "
+                               f"{', '.join(self.names)}")
+        extra = [k for k in row if k not in self.names]
+        if extra:
+            shown = ", ".join(_show(str(k), 40) for k in extra[:5])
+            raise InvalidInput(f"{where}unexpected input(s): {shown}; accepted: "
+                               f"{', '.join(self.names)}")
+        return [item.encode(row[item.name], where) for item in self.inputs]
+
+    # -- description -------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        return {item.name: item.describe() for item in self.inputs}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "artifact": self.uri,
+            "metadata_digest": self.metadata_digest,
+            "estimator": self.estimator_class,
+            "inputs": [{"name": i.name, **i.describe()} for i in self.inputs],
+            "labels": list(self.labels),
+            "prediction": {"mode": self.mode, "combinations": self.combinations},
+            "metadata": self.metadata,
+        }
+
+
+def load_model(artifact: Artifact, *, name: str | None = None, memo_limit: int = 2_000_000,
+               isolate: bool = False) -> Model:
+    """Unpickle the verified triad, check it and get it ready to serve.
+
+    When the input space has at most ``memo_limit`` combinations the model is
+    tabulated and dropped. With ``isolate`` that happens in a forked child
+    process, so this process never imports scikit-learn (about 120 MiB of
+    memory in every gunicorn worker otherwise).
+    """
+    lookup = _unpickle(artifact, "lookup.pkl")
+    flags = _unpickle(artifact, "flags.pkl")
+    if not isinstance(lookup, Mapping) or not lookup:
+        raise ArtifactError(f"lookup.pkl at {artifact.uri} is not a non-empty mapping")
+    if (not isinstance(flags, list | tuple) or not flags
+            or not all(isinstance(f, str) for f in flags)):
+        raise ArtifactError(f"flags.pkl at {artifact.uri} is not a list of labels")
+    inputs = build_inputs(lookup, artifact.metadata)
+    common = {"name": name or artifact.name, "version": artifact.version, "inputs": inputs,
+              "labels": flags, "metadata": artifact.metadata, "uri": artifact.uri,
+              "metadata_digest": artifact.metadata_digest}
+    size = space_size(inputs)
+    if size is not None and 0 < size <= memo_limit:
+        started = time.perf_counter()
+        build = _in_child if isolate else _tabulate_artifact
+        table, estimator_class = build(artifact, inputs, len(flags))
+        log.info("Memoised %s input combinations in %.2fs", f"{size:,}",
+                 time.perf_counter() - started)
+        return Model(table=table, estimator_class=estimator_class, **common)
+    return Model(estimator=_load_estimator(artifact, len(inputs), len(flags)), **common)
+
+
+def _load_estimator(artifact: Artifact, n_inputs: int, n_labels: int) -> Any:
+    estimator = _unpickle(artifact, "model.pkl")
+    if not callable(getattr(estimator, "predict_proba", None)):
+        raise ArtifactError(f"model.pkl at {artifact.uri} ({type(estimator).__name__}) "
+                            "has no predict_proba")
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and len(classes) != n_labels:
+        raise ArtifactError(f"flags.pkl has {n_labels} labels but the model has "
+                            f"{len(classes)} classes")
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is not None and n_features != n_inputs:
+        raise ArtifactError(f"lookup.pkl has {n_inputs} inputs but the model takes "
+                            f"{n_features}")
+    reset_n_jobs(estimator)
+    return estimator
+
+
+def _tabulate_artifact(artifact: Artifact, inputs: Sequence[Input],
+                       n_labels: int) -> tuple[np.ndarray, str]:
+    estimator = _load_estimator(artifact, len(inputs), n_labels)
+    table = tabulate(estimator, inputs)
+    if table.shape[1] != n_labels:
+        raise ArtifactError(f"predict_proba gives {table.shape[1]} columns for {n_labels} labels")
+    return table, _qualname(estimator)
+
+
+def _child(artifact: Artifact, inputs: Sequence[Input], n_labels: int,
+           conn: Connection) -> None:
+    try:
+        conn.send(("ok", _tabulate_artifact(artifact, inputs, n_labels)))
+    except ArtifactError as exc:
+        conn.send(("error", str(exc)))
+    except BaseException as exc:
+        conn.send(("error", f"tabulating the model failed: {type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _in_child(artifact: Artifact, inputs: Sequence[Input],
+              n_labels: int) -> tuple[np.ndarray, str]:
+    """`_tabulate_artifact` in a forked process; only the table comes back."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(artifact, inputs, n_labels, sender),
+                              name="batcomputer-tabulate")
+    process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        status, payload = "error", "the process tabulating the model died"
+    finally:
+        receiver.close()
+        process.join()
+    if status != "ok":
+        raise ArtifactError(f"{payload} (exit code {process.exitcode})"
+                            if process.exitcode else str(payload))
+    table, estimator_class = payload
+    table.setflags(write=False)
+    return table, estimator_class
+
+
+def tabulate(estimator: Any, inputs: Sequence[Input]) -> np.ndarray:
+    """predict_proba of every combination of inputs, row ``i`` being the combination
+    whose grid positions are ``np.unravel_index(i, shape)`` (C order)."""
+    grids = [item.grid() for item in inputs]
+    if any(g is None for g in grids):
+        raise ValueError("an input is unbounded: the input space cannot be tabulated")
+    shape = tuple(len(g[0]) for g in grids if g is not None)
+    columns = [np.asarray(g[1], dtype=np.float64) for g in grids if g is not None]
+    total = math.prod(shape)
+    table: np.ndarray | None = None
+    for start in range(0, total, GRID_CHUNK):
+        stop = min(start + GRID_CHUNK, total)
+        positions = np.unravel_index(np.arange(start, stop), shape)
+        x = np.column_stack([col[pos] for col, pos in zip(columns, positions, strict=True)])
+        proba = np.asarray(estimator.predict_proba(x), dtype=np.float64)
+        if table is None:
+            table = np.empty((total, proba.shape[1]), dtype=np.float64)
+        table[start:stop] = proba
+    assert table is not None
+    return table
+
+
+def space_size(inputs: Sequence[Input]) -> int | None:
+    """How many combinations of inputs there are, None if an input is unbounded."""
+    size = 1
+    for item in inputs:
+        grid = item.grid()
+        if grid is None:
+            return None
+        size *= len(grid[0])
+    return size
+
+
+def _index_plan(inputs: Sequence[Input]) -> tuple[tuple[str, dict[Any, int], bool], ...]:
+    """Per input: its name, accepted value -> offset in the table, and whether it is
+    numeric. A row's table index is the sum of its values' offsets."""
+    grids = [item.grid() for item in inputs]
+    shape = [len(g[0]) for g in grids if g is not None]
+    plan = []
+    for d, (item, grid) in enumerate(zip(inputs, grids, strict=True)):
+        assert grid is not None
+        stride = math.prod(shape[d + 1:])
+        plan.append((item.name, {v: i * stride for i, v in enumerate(grid[0])},
+                     item.kind != "categorical"))
+    return tuple(plan)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}" if obj is not None else ""
+
+
+def build_inputs(lookup: Mapping[str, Any], metadata: Mapping[str, Any]) -> list[Input]:
+    """Inputs in lookup order; types and ranges of numeric inputs from the metadata schema."""
+    schema_inputs = metadata.get("schema", {}).get("inputs", [])
+    described = {i.get("name"): i for i in schema_inputs if isinstance(i, dict)}
+    inputs = []
+    for name, codes in lookup.items():
+        if not isinstance(name, str):
+            raise ArtifactError(f"lookup.pkl has a non-string input name {name!r}")
+        entry = described.get(name, {})
+        description = str(entry.get("description", ""))
+        if isinstance(codes, Mapping):
+            if not all(isinstance(k, str) and isinstance(v, int | np.integer)
+                       for k, v in codes.items()):
+                raise ArtifactError(f"lookup.pkl: {name} must map strings to integer codes")
+            inputs.append(Input(name, "categorical", description,
+                                codes={k: int(v) for k, v in codes.items()}))
+            continue
+        kind = "integer" if entry.get("type") == "integer" else "number"
+        minimum, maximum = entry.get("minimum"), entry.get("maximum")
+        inputs.append(Input(name, kind, description, minimum=_bound(minimum),
+                            maximum=_bound(maximum)))
+    return inputs
+
+
+def _bound(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def reset_n_jobs(estimator: Any) -> None:
+    """n_jobs=-1 makes every predict call start a thread pool: use one thread."""
+    get_params = getattr(estimator, "get_params", None)
+    if get_params is None:
+        return
+    try:
+        keys = [k for k in get_params(deep=True) if k == "n_jobs" or k.endswith("__n_jobs")]
+        if keys:
+            estimator.set_params(**dict.fromkeys(keys))
+    except Exception as exc:  # a third-party estimator with unusual params
+        log.warning("Could not reset n_jobs on %s: %s", type(estimator).__name__, exc)
+
+
+def _unpickle(artifact: Artifact, name: str) -> Any:
+    """Unpickle verified bytes; a scikit-learn version mismatch is a refusal, not a warning.
+
+    (The warning class is matched by name so that unpickling the plain-data lookup and
+    flags does not import scikit-learn.)"""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            obj = pickle.load(io.BytesIO(artifact.files[name]))
+    except Exception as exc:
+        raise ArtifactError(f"{name} at {artifact.uri} cannot be unpickled: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    for warning in caught:
+        if type(warning.message).__name__ == "InconsistentVersionWarning":
+            message = warning.message
+            raise ArtifactError(
+                f"{name} at {artifact.uri} was pickled with scikit-learn "
+                f"{getattr(message, 'original_sklearn_version', '?')}; this server has "
+                f"{getattr(message, 'current_sklearn_version', '?')}")
+    return obj

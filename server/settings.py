@@ -1,0 +1,107 @@
+"""Typed server settings, read once from the environment (BATCOMPUTER_*) and flags.
+
+Flags override the environment; the result is validated and passed to whoever
+needs it (artifact loading, the app factory, gunicorn). Nothing reads the
+environment after this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+ENV_PREFIX: Final = "BATCOMPUTER_"
+DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+VERSION_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used, and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifact: str = ""
+    """Artifact URI: a local folder, file://, http(s)://, pvc://claim/path."""
+    version: str | None = None
+    """Refuse to serve unless the artifact's metadata has exactly this version."""
+    digest: str | None = None
+    """Optional pin: sha256:<hex> of the artifact's metadata.json."""
+    model_name: str | None = None
+    """The name served in /api/info and metrics (default: the artifact's name)."""
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 2
+    """Gunicorn worker processes."""
+    threads: int = 1
+    """Threads per worker: 1 uses gunicorn's sync workers (the lowest tail latency
+    for short CPU-bound requests); more uses gthread workers (keep-alive)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS; none by default. '*' must be asked for explicitly."""
+    cache_dir: Path | None = None
+    """Where http(s) artifacts are downloaded (default: a new temporary folder)."""
+    pvc_root: Path = Path("/mnt/pvc")
+    """pvc://CLAIM/PATH is read from <pvc_root>/CLAIM/PATH (the claim's mount point)."""
+    fetch_timeout: float = 30.0
+    """Seconds to connect to, and between bytes from, an http(s) artifact server."""
+    max_artifact_bytes: int = 2 * 1024**3
+    """Largest artifact file accepted from a fetcher."""
+    max_body_bytes: int = 1024**2
+    """Largest request body; larger ones get 413."""
+    max_batch: int = 1000
+    """Most rows in one batch request; more get 413."""
+    memo_limit: int = 2_000_000
+    """Precompute every prediction when the input space has at most this many
+    combinations (0 turns memoisation off)."""
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from BATCOMPUTER_* variables, then ``overrides`` (flags; None = unset)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None and raw != "":
+                values[field.name] = _parse(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.digest is not None and not DIGEST_RE.match(self.digest):
+            raise SettingsError(f"digest {self.digest!r} is not sha256:<64 lowercase hex digits>")
+        if self.version is not None and not VERSION_RE.match(self.version):
+            raise SettingsError(f"version {self.version!r} is not MAJOR.MINOR.PATCH")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port {self.port} is not in 0-65535")
+        for name in ("workers", "threads", "max_body_bytes", "max_batch", "max_artifact_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.memo_limit < 0:
+            raise SettingsError("memo_limit must be 0 (off) or more")
+        if self.fetch_timeout <= 0:
+            raise SettingsError("fetch_timeout must be positive")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+            raise SettingsError(f"log_level {self.log_level!r} is not debug, info, warning, "
+                                "error or critical")
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if "tuple" in kind:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if "Path" in kind:
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+    return raw

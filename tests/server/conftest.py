@@ -1,0 +1,107 @@
+"""Server test fixtures: two small artifacts (built once) and helpers to tamper with copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from batcomputer.cli import main as cli
+from batcomputer.server.artifacts import fetch_verified, sha256
+from batcomputer.server.model import Model, load_model
+from batcomputer.server.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def server_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """crime 1.0.0 (force, crime, month) and crime 2.0.0 (+ place), 20 trees each."""
+    data = tmp_path_factory.mktemp("server-data")
+    reg = tmp_path_factory.mktemp("server-registry")
+    assert cli(["-q", "generate-data", str(data), "--seed", "3", "--months", "2",
+                "--rows-per-file", "40"]) == 0
+    common = [str(data), "--registry", str(reg), "--param", "n_estimators=20"]
+    assert cli(["-q", "train", *common, "--version", "1.0.0"]) == 0
+    assert cli(["-q", "train", *common, "--version", "2.0.0",
+                "--features", "force,crime,month,place"]) == 0
+    return reg
+
+
+@pytest.fixture(scope="session")
+def v1(server_registry: Path) -> Path:
+    return server_registry / "crime" / "1.0.0"
+
+
+@pytest.fixture(scope="session")
+def v2(server_registry: Path) -> Path:
+    return server_registry / "crime" / "2.0.0"
+
+
+@pytest.fixture(scope="session")
+def model_v1(v1: Path) -> Model:
+    return load_model(fetch_verified(Settings(artifact=str(v1))))
+
+
+@pytest.fixture
+def artifact_copy(tmp_path: Path, v1: Path) -> Callable[..., Path]:
+    """A writable copy of 1.0.0; ``resign=True`` rewrites metadata.json's digests
+    after the copy is changed, so only the change itself is wrong."""
+
+    def make(edit: Callable[[Path], None] | None = None, *, resign: bool = False) -> Path:
+        folder = tmp_path / "artifact"
+        shutil.copytree(v1, folder)
+        for child in folder.iterdir():
+            child.chmod(0o644)
+        if edit is not None:
+            edit(folder)
+        if resign:
+            meta = json.loads((folder / "metadata.json").read_text())
+            meta["files"] = {name: sha256((folder / name).read_bytes())
+                             for name in meta["files"] if (folder / name).exists()}
+            (folder / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return folder
+
+    return make
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """Serves a folder; /slow/... answers late, /nolength/... has no Content-Length."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow/"):
+            time.sleep(1.5)
+            self.path = self.path.removeprefix("/slow")
+        if self.path.startswith("/nolength/"):
+            path = Path(self.directory) / self.path.removeprefix("/nolength/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(path.read_bytes())
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def http_root(server_registry: Path) -> Iterator[str]:
+    """An http:// URL serving the registry folder from a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(server_registry)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,262 @@
+"""`batcomputer serve` as a real gunicorn process on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from batcomputer.server.artifacts import sha256
+
+pytestmark = pytest.mark.timeout(180)
+
+ROW = {"force": "Kent Police", "crime": "Shoplifting", "month": 3}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_command(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "batcomputer.cli", "serve", *flags]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCOMPUTER_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return {**env, **extra}
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    cache: Path
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def predict(self, body: Any) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + "/api/predict", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+def start(artifact: str, cache: Path, *flags: str, **env: str) -> Server:
+    port = free_port()
+    process = subprocess.Popen(
+        serve_command("--artifact", artifact, "--host", "127.0.0.1", "--port", str(port), *flags),
+        env=clean_env(BATCOMPUTER_CACHE_DIR=str(cache), **env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = Server(f"http://127.0.0.1:{port}", process, cache)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n"
+                                 f"{process.stdout.read() if process.stdout else ''}")
+        try:
+            if server.get("/readyz")[0] == 200:
+                return server
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.05)
+    stop(server)
+    raise AssertionError("serve did not become ready in 90s")
+
+
+def stop(server: Server) -> str:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = server.process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        out, _ = server.process.communicate()
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # gthread workers here; the metrics test below uses the default sync workers
+    served = start(str(v1), tmp_path_factory.mktemp("serve-cache"), "--workers", "2",
+                   "--threads", "2")
+    try:
+        yield served
+    finally:
+        stop(served)
+
+
+def test_ready_healthy_and_predicting(server: Server) -> None:
+    assert server.get("/healthz")[0] == 200
+    status, body = server.get("/readyz")
+    assert status == 200 and json.loads(body)["version"] == "1.0.0"
+    status, result = server.predict(ROW)
+    assert status == 200 and set(result) == {"not_caught", "caught"}
+    status, error = server.predict({**ROW, "crime": "Jaywalking"})
+    assert status == 422 and "accepted values" in error["error"]
+    status, docs = server.get("/api/docs/")
+    assert status == 200 and b"swagger-ui-bundle.js" in docs
+
+
+def test_served_answers_are_exact_over_every_combination(server: Server, v1: Path) -> None:
+    import itertools
+    import pickle
+
+    meta = json.loads((v1 / "metadata.json").read_text())
+    axes = [i["values"] if i["type"] == "categorical" else range(i["minimum"], i["maximum"] + 1)
+            for i in meta["schema"]["inputs"]]
+    names = [i["name"] for i in meta["schema"]["inputs"]]
+    rows = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+    served = []
+    for start_at in range(0, len(rows), 1000):
+        status, results = server.predict(rows[start_at:start_at + 1000])
+        assert status == 200
+        served += [[r["not_caught"], r["caught"]] for r in results]
+    estimator = pickle.loads((v1 / "model.pkl").read_bytes())
+    lookup = pickle.loads((v1 / "lookup.pkl").read_bytes())
+    x = np.array([[float(c[r[n]]) if isinstance(c, dict) else float(r[n])
+                   for n, c in lookup.items()] for r in rows])
+    assert np.abs(np.array(served) - estimator.predict_proba(x)).max() <= 1e-9
+
+
+def worker_pids_with_requests(cache: Path) -> set[str]:
+    """Processes whose own metric file counts predictions (one file per process)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    pids = set()
+    for path in cache.glob("batcomputer-metrics-*/counter_*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            if '"batcomputer_predictions_total"' in key and value > 0:
+                pids.add(path.stem.removeprefix("counter_"))
+    return pids
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [sample.value for family in text_string_to_metric_families(text)
+              for sample in family.samples
+              if sample.name == name and labels.items() <= sample.labels.items()]
+    assert len(values) == 1, (name, labels, values)
+    return values[0]
+
+
+def test_metrics_add_up_over_both_workers(v1: Path, tmp_path: Path) -> None:
+    served = start(str(v1), tmp_path, "--workers", "2")
+    try:
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            # Keep 8 requests in flight until both workers have answered some.
+            while len(worker_pids_with_requests(tmp_path)) < 2 and sent < 4000:
+                statuses = list(pool.map(lambda _: served.predict(ROW)[0], range(200)))
+                assert statuses == [200] * 200
+                sent += 200
+        pids = worker_pids_with_requests(tmp_path)
+        assert len(pids) >= 2, f"only {pids} answered {sent} requests"
+        for _ in range(6):  # whichever worker answers the scrape sees every worker's counts
+            status, body = served.get("/metrics")
+            text = body.decode()
+            assert status == 200
+            assert metric(text, "batcomputer_predictions_total", model="crime",
+                          version="1.0.0") == sent
+            assert metric(text, "batcomputer_http_requests_total", route="/api/predict",
+                          status="200") == sent
+            assert metric(text, "batcomputer_http_request_duration_seconds_count",
+                          route="/api/predict") == sent
+            assert metric(text, "batcomputer_model_info", mode="memoised") == 1
+    finally:
+        log = stop(served)
+    assert served.process.returncode == 0, log
+    assert "Traceback" not in log
+
+
+def test_environment_configures_the_server(v1: Path, tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batcomputer.cli", "serve"],
+        env=clean_env(BATCOMPUTER_ARTIFACT=v1.as_uri(), BATCOMPUTER_PORT=str(port),
+                      BATCOMPUTER_HOST="127.0.0.1", BATCOMPUTER_WORKERS="1",
+                      BATCOMPUTER_VERSION="1.0.0", BATCOMPUTER_MODEL_NAME="crime-demo",
+                      BATCOMPUTER_DIGEST=sha256((v1 / "metadata.json").read_bytes()),
+                      BATCOMPUTER_CACHE_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = Server(f"http://127.0.0.1:{port}", process, tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status, body = served.get("/api/info")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        info = json.loads(body)
+        assert status == 200 and (info["name"], info["version"]) == ("crime-demo", "1.0.0")
+    finally:
+        stop(served)
+
+
+def test_serves_an_http_artifact(http_root: str, tmp_path: Path) -> None:
+    served = start(f"{http_root}/crime/2.0.0/", tmp_path, "--workers", "1", "--version", "2.0.0")
+    try:
+        status, result = served.predict({**ROW, "place": "Supermarket"})
+        assert status == 200 and set(result) == {"not_caught", "caught"}
+    finally:
+        stop(served)
+
+
+def refuse(*flags: str, **env: str) -> str:
+    """Run serve expecting a refusal; return its one error line."""
+    result = subprocess.run(serve_command("--host", "127.0.0.1", "--port", str(free_port()),
+                                          *flags),
+                            env=clean_env(**env), capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, output
+    assert "Refusing to serve" in errors[0]
+    return errors[0]
+
+
+def test_refuses_a_digest_mismatch(v1: Path) -> None:
+    line = refuse("--artifact", str(v1), "--digest", "sha256:" + "0" * 64)
+    assert "metadata.json digest mismatch" in line
+
+
+def test_refuses_another_version_from_the_environment(v1: Path) -> None:
+    line = refuse(BATCOMPUTER_ARTIFACT=str(v1), BATCOMPUTER_VERSION="1.0.1")
+    assert "version mismatch: asked for 1.0.1" in line
+
+
+def test_refuses_a_tampered_file(artifact_copy: Callable[..., Path]) -> None:
+    folder = artifact_copy(lambda f: (f / "lookup.pkl").write_bytes(b"tampered"))
+    assert "lookup.pkl digest mismatch" in refuse("--artifact", str(folder))
+
+
+def test_refuses_a_missing_artifact_and_bad_settings(tmp_path: Path) -> None:
+    assert "does not exist" in refuse("--artifact", str(tmp_path / "nothing"))
+    assert "digest" in refuse("--artifact", str(tmp_path), "--digest", "md5:1")

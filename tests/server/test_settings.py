@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batcomputer.server.settings import Settings, SettingsError
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 8080, 2)
+    assert settings.cors_origins == ()
+    assert settings.artifact == "" and settings.version is None and settings.digest is None
+
+
+def test_every_contract_variable_is_read() -> None:
+    settings = Settings.from_env({
+        "BATCOMPUTER_ARTIFACT": "https://models.example/crime/1.2.3/",
+        "BATCOMPUTER_VERSION": "1.2.3",
+        "BATCOMPUTER_DIGEST": DIGEST,
+        "BATCOMPUTER_MODEL_NAME": "crime-demo",
+        "BATCOMPUTER_PORT": "9000",
+        "BATCOMPUTER_WORKERS": "3",
+        "BATCOMPUTER_HOST": "127.0.0.1",
+        "BATCOMPUTER_CORS_ORIGINS": "https://a.example, https://b.example",
+        "BATCOMPUTER_CACHE_DIR": "/tmp/cache",
+        "BATCOMPUTER_FETCH_TIMEOUT": "2.5",
+    })
+    assert settings.artifact == "https://models.example/crime/1.2.3/"
+    assert settings.version == "1.2.3" and settings.digest == DIGEST
+    assert settings.model_name == "crime-demo"
+    assert (settings.port, settings.workers, settings.host) == (9000, 3, "127.0.0.1")
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.cache_dir == Path("/tmp/cache")
+    assert settings.fetch_timeout == 2.5
+
+
+def test_flags_override_environment_and_none_means_unset() -> None:
+    env = {"BATCOMPUTER_PORT": "9000", "BATCOMPUTER_VERSION": "1.0.0"}
+    settings = Settings.from_env(env, port=7000, version=None)
+    assert settings.port == 7000
+    assert settings.version == "1.0.0"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"BATCOMPUTER_PORT": "http"}, "BATCOMPUTER_PORT"),
+    ({"BATCOMPUTER_PORT": "70000"}, "port"),
+    ({"BATCOMPUTER_WORKERS": "0"}, "workers"),
+    ({"BATCOMPUTER_DIGEST": "md5:abc"}, "digest"),
+    ({"BATCOMPUTER_DIGEST": "sha256:" + "AB" * 32}, "digest"),
+    ({"BATCOMPUTER_VERSION": "v1"}, "version"),
+    ({"BATCOMPUTER_LOG_LEVEL": "loud"}, "log_level"),
+])
+def test_bad_values_are_refused_with_the_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
