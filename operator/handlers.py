@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any, cast
 
 import kopf
+
 from batcomputer.operator import k8s, labels
 from batcomputer.operator.reconcile import Outcome, reconcile
 from batcomputer.operator.settings import Settings

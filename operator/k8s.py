@@ -11,12 +11,13 @@ import json
 import logging
 from typing import Any
 
-from batcomputer.operator import labels
-from batcomputer.operator.errors import Rejected
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+
+from batcomputer.operator import labels
+from batcomputer.operator.errors import Rejected
 
 log = logging.getLogger(__name__)
 

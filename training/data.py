@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from batcomputer.training import police
 
 from batcomputer.errors import UserError
+from batcomputer.training import police
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 import semver
 import sklearn
-from batcomputer.training import features, police
-from batcomputer.training.train import TrainConfig, TrainedModel
 
 from batcomputer.errors import UserError
+from batcomputer.training import features, police
+from batcomputer.training.train import TrainConfig, TrainedModel
 
 ARTIFACT_FORMAT: Final = "batcomputer.io/artifact/v1"
 PICKLES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")

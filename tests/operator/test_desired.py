@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import semver
+
 from batcomputer.operator import desired, labels
 from batcomputer.operator.settings import Settings
 from batcomputer.operator.spec import ModelSpec, VersionSpec

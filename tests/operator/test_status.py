@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import semver
+
 from batcomputer.operator import status
 from batcomputer.operator.settings import Settings
 from batcomputer.operator.spec import ModelSpec, VersionSpec

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from batcomputer.training import data, police
 
 HEADER = ",".join(police.STREET_COLUMNS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import semver
+
 from batcomputer.training import publish
 from batcomputer.training.publish import Bump, PublishError, Signature
 

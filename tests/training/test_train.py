@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batcomputer.training import features, train
-from batcomputer.training.data import read_crimes
 
 from batcomputer.cli import main as cli
+from batcomputer.training import features, train
+from batcomputer.training.data import read_crimes
 
 
 def load(folder: Path) -> tuple[object, dict[str, object], list[str], dict[str, object]]:
