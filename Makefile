@@ -21,8 +21,7 @@ controlplane:
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy
-	VENV=$(VENV) hack/lint-imports.sh
+	VENV=$(VENV) hack/lint-package.sh
 	$(BIN)/shellcheck hack/*.sh .ci/run
 
 # The test command: unit, server, training, control-plane and end-to-end tests.

@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import pickle
 import time
+from functools import partial
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -313,9 +314,10 @@ def load_model(artifact: Artifact, *, name: str | None = None, memo_limit: int =
             or not all(isinstance(f, str) for f in flags)):
         raise ArtifactError(f"flags.pkl at {artifact.uri} is not a list of labels")
     inputs = build_inputs(lookup, artifact.metadata)
-    common = {"name": name or artifact.name, "version": artifact.version, "inputs": inputs,
-              "labels": flags, "metadata": artifact.metadata, "uri": artifact.uri,
-              "metadata_digest": artifact.metadata_digest}
+    labels = [str(f) for f in flags]
+    model = partial(Model, name=name or artifact.name, version=artifact.version, inputs=inputs,
+                    labels=labels, metadata=artifact.metadata, uri=artifact.uri,
+                    metadata_digest=artifact.metadata_digest)
     size = space_size(inputs)
     if size is not None and 0 < size <= memo_limit:
         started = time.perf_counter()
@@ -323,8 +325,8 @@ def load_model(artifact: Artifact, *, name: str | None = None, memo_limit: int =
         table, estimator_class = build(artifact, inputs, len(flags))
         log.info("Memoised %s input combinations in %.2fs", f"{size:,}",
                  time.perf_counter() - started)
-        return Model(table=table, estimator_class=estimator_class, **common)
-    return Model(estimator=_load_estimator(artifact, len(inputs), len(flags)), **common)
+        return model(table=table, estimator_class=estimator_class)
+    return model(estimator=_load_estimator(artifact, len(inputs), len(flags)))
 
 
 def _load_estimator(artifact: Artifact, n_inputs: int, n_labels: int) -> Any:
