@@ -21,10 +21,10 @@ import math
 import multiprocessing
 import pickle
 import time
-from functools import partial
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
