@@ -13,24 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from batcomputer.cli import main as cli
 from batcomputer.server.artifacts import fetch_verified, sha256
 from batcomputer.server.model import Model, load_model
 from batcomputer.server.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def server_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """crime 1.0.0 (force, crime, month) and crime 2.0.0 (+ place), 20 trees each."""
-    data = tmp_path_factory.mktemp("server-data")
-    reg = tmp_path_factory.mktemp("server-registry")
-    assert cli(["-q", "generate-data", str(data), "--seed", "3", "--months", "2",
-                "--rows-per-file", "40"]) == 0
-    common = [str(data), "--registry", str(reg), "--param", "n_estimators=20"]
-    assert cli(["-q", "train", *common, "--version", "1.0.0"]) == 0
-    assert cli(["-q", "train", *common, "--version", "2.0.0",
-                "--features", "force,crime,month,place"]) == 0
-    return reg
+def server_registry(registry: Path) -> Path:
+    """crime 1.0.0 (force, crime, month) and crime 2.0.0 (+ place): tests/conftest.py."""
+    return registry
 
 
 @pytest.fixture(scope="session")
