@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
@@ -109,4 +108,4 @@ def _message(exc: DynamicApiError) -> str:
         return str(exc.summary())
 
 
-__all__ = ["ApiException", "Kube", "NotFoundError", "Rejected", "api_client"]
+__all__ = ["Kube", "Rejected", "api_client"]

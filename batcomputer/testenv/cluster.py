@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,9 +395,3 @@ def stop_state(state: State, timeout: float = 5) -> list[str]:
                 os.waitpid(pid, 0)
     return stopped
 
-
-@contextlib.contextmanager
-def running(folder: Path | None = None) -> Iterator[ControlPlane]:
-    plane = ControlPlane(folder)
-    with plane:
-        yield plane
