@@ -13,6 +13,10 @@ from batcomputer.server import cli as server_cli
 from batcomputer.testenv import cli as testenv_cli
 from batcomputer.training import cli as training_cli
 
+# The optional dependencies each command needs (pyproject.toml).
+EXTRAS = {"serve": "server", "operator": "operator", "train": "training",
+          "generate-data": "training", "versions": "training", "testenv": "dev"}
+
 
 def project_version() -> str:
     try:
@@ -40,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args.func(args))
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(args.command, "dev")
+        print(f"batcomputer {args.command}: error: {exc}; this command needs the '{extra}' "
+              f"extra: pip install 'batcomputer[{extra}]'", file=sys.stderr)
+        return 2
     except (UserError, ValueError) as exc:
         print(f"batcomputer {args.command}: error: {exc}", file=sys.stderr)
         return 2

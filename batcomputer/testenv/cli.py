@@ -7,14 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-import requests
-
-from batcomputer.testenv import cluster
+DESCRIPTION = ("A real Kubernetes control plane on loopback (etcd, kube-apiserver, "
+               "kube-controller-manager, kube-scheduler, kwok and the podlet), for tests and "
+               "the demo.")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("testenv", help="a real Kubernetes control plane on loopback",
-                            description=cluster.__doc__)
+                            description=DESCRIPTION)
     parser.add_argument("--dir", type=Path, default=None,
                         help="state folder (default $BATCOMPUTER_TESTENV_DIR or "
                              "/tmp/batcomputer-testenv-<uid>)")
@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import requests
+
+    from batcomputer.testenv import cluster  # needs the dev extra (cryptography)
+
     folder = (args.dir or cluster.default_dir()).resolve()
     if args.action == "up":
         plane = cluster.ControlPlane(folder).start()

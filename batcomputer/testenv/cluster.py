@@ -28,7 +28,6 @@ import requests
 import yaml
 
 from batcomputer.errors import UserError
-from batcomputer.testenv import pki
 from batcomputer.testenv.podlet import NODE_NAME
 
 PROCESS_NODE = NODE_NAME
@@ -175,6 +174,8 @@ class ControlPlane:
         return self
 
     def _start_all(self, bin_dir: Path) -> None:
+        from batcomputer.testenv import pki
+
         d = self.dir
         pki.make_pki(d / "pki", hosts=["localhost", "kubernetes", "kubernetes.default",
                                        "kubernetes.default.svc",
