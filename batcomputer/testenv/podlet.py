@@ -17,10 +17,13 @@ The podlet registers a Node, keeps it Ready, and for every pod bound to it:
 - runs the container's HTTP readiness probe against that process and reports
   the Ready condition from it;
 - restarts an exited container with back-off (CrashLoopBackOff, with the last
-  log line as the message) and, on deletion, stops the process and removes the pod.
+  log line as the message) and, on deletion, stops the process and removes the pod;
+- "mounts" emptyDir volumes (a folder of the pod's) and PersistentVolumeClaims bound to
+  a hostPath or local PersistentVolume by rewriting paths under their ``mountPath`` in
+  the container's environment (there is no mount namespace);
 
-Not emulated: volumes (``pvc://`` artifacts need a real cluster), liveness
-probes, resource limits, more than one container.
+Not emulated: other volume types, liveness probes, resource limits, more than one
+container.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ NODE_LABELS = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
 BACKOFF_START, BACKOFF_MAX = 1.0, 20.0
 POD_NETWORK = "10.245.0.0"
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _translate(value: str, mounts: list[tuple[str, str]]) -> str:
+    """A container path under a mount -> the same path on this machine."""
+    for mount_path, folder in mounts:
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return folder + value[len(mount_path):]
+    return value
 
 
 def _die_with_podlet() -> None:
@@ -215,6 +226,10 @@ class Podlet:
                 env[item["name"]] = fields.get(ref, "")
         env.update(HOSTNAME=pod["metadata"]["name"], TMPDIR=str(tmp),
                    BATCOMPUTER_HOST=local_address(container.pod_ip))
+        # No mount namespace: paths under a volume's mountPath are rewritten to where
+        # the volume is on this machine.
+        mounts = self._mounts(pod, container)
+        env = {k: _translate(v, mounts) for k, v in env.items()}
         # $(VAR) references in command and args, as the kubelet expands them.
         command = [VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), part) for part in command]
         logfile = (container.folder / "container.log").open("ab")
@@ -230,6 +245,35 @@ class Podlet:
         log.info("Started %s/%s on %s (%s): %s", pod["metadata"]["namespace"],
                  pod["metadata"]["name"], container.pod_ip, local_address(container.pod_ip),
                  shlex.join(command))
+
+    def _mounts(self, pod: dict[str, Any], container: Container) -> list[tuple[str, str]]:
+        """(mountPath, folder on this machine) of the container's volumes: an emptyDir is a
+        folder of the pod's; a PersistentVolumeClaim is its bound PersistentVolume's
+        hostPath or local path."""
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        mounts = []
+        for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            volume = volumes.get(mount["name"], {})
+            folder: str | None = None
+            if "emptyDir" in volume:
+                path = container.folder / "volumes" / mount["name"]
+                path.mkdir(parents=True, exist_ok=True)
+                folder = str(path)
+            elif claim := volume.get("persistentVolumeClaim", {}).get("claimName"):
+                folder = self._claim_folder(pod["metadata"]["namespace"], claim)
+            if folder is not None:
+                mounts.append((mount["mountPath"].rstrip("/"), folder.rstrip("/")))
+        return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+    def _claim_folder(self, namespace: str, claim: str) -> str | None:
+        got = self.api.call("GET", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}")
+        name = got.json().get("spec", {}).get("volumeName") if got.ok else None
+        if not name:
+            log.warning("PersistentVolumeClaim %s/%s is not bound", namespace, claim)
+            return None
+        spec = self.api.call("GET", f"/api/v1/persistentvolumes/{name}").json().get("spec", {})
+        path = (spec.get("hostPath") or spec.get("local") or {}).get("path")
+        return str(path) if path else None
 
     def _check(self, pod: dict[str, Any], container: Container) -> None:
         proc = container.process

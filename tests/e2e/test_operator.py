@@ -274,6 +274,38 @@ def test_removing_a_major_retires_it(control_plane: ControlPlane, kubectl: Kubec
     assert served_versions(control_plane, namespace, "crime") == {"2.0.0"}
 
 
+def test_pvc_artifacts_are_mounted_and_served(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str,
+        model_registry: Any) -> None:
+    """pvc://claim/path: the operator mounts the claim read-only and points the server
+    at the path inside it (the podlet maps the mount onto the PersistentVolume's folder)."""
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-models"},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                   "storageClassName": "manual", "hostPath": {"path": str(model_registry)}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-store"},
+           "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "manual",
+                    "volumeName": f"{namespace}-models", "resources": {"requests": {"storage": "1Gi"}}}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(pvc), namespace=namespace)
+    doc = {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel", "metadata": {"name": "stored"},
+           "spec": {"replicas": 1, "versions": [{"version": "1.0.0",
+                                                 "artifact": "pvc://model-store/crime/1.0.0"}]}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), namespace=namespace)
+
+    def ready() -> bool:
+        bm = get(kubectl, namespace, "bm", "stored")
+        return condition(bm, "Ready").get("status") == "True"
+    wait_for(ready, timeout=90, what="BatModel stored Ready")
+    pod_spec = get(kubectl, namespace, "deployment", "stored-v1")["spec"]["template"]["spec"]
+    assert {"name": "model-model-store", "persistentVolumeClaim": {
+        "claimName": "model-store", "readOnly": True}} in pod_spec["volumes"]
+    env = {e["name"]: e["value"] for e in pod_spec["containers"][0]["env"]}
+    assert env["BATCOMPUTER_ARTIFACT"] == "/models/model-store/crime/1.0.0/"
+    assert served_versions(control_plane, namespace, "stored-v1") == {"1.0.0"}
+    assert predict(control_plane, namespace, "stored-v1", KENT).status_code == 200
+    kubectl("delete", "bm", "stored", namespace=namespace)
+
+
 def test_deleting_the_batmodel_leaves_nothing_behind(kubectl: Kubectl, operator: OperatorProcess,
                                                      namespace: str) -> None:
     kubectl("delete", "bm", "crime", namespace=namespace)
@@ -284,4 +316,5 @@ def test_deleting_the_batmodel_leaves_nothing_behind(kubectl: Kubectl, operator:
         return not left
     wait_for(gone, timeout=60, what="children garbage-collected")
     assert operator.alive()
+
 
