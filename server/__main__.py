@@ -1,8 +1,4 @@
-"""`python -m batcomputer.server`: `batcomputer serve` without the training stack.
-
-`batcomputer serve` re-executes itself as this, so gunicorn's master and
-workers import only what serving needs.
-"""
+"""`python -m batcomputer.server`: the same as `batcomputer serve`."""
 
 from __future__ import annotations
 

@@ -224,23 +224,23 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
                              f"with the inputs {', '.join(model.names)}")
         return Response(out, mimetype=JSON)
 
-    @api.get("/predict/params")
-    def predict_params() -> Response:
+    def loaded(body: str) -> Response:
+        """A document computed once from the model, or 503 while there is none."""
         if model is None:
             raise NotReady("no model loaded")
-        return Response(params, mimetype=JSON)
+        return Response(body, mimetype=JSON)
+
+    @api.get("/predict/params")
+    def predict_params() -> Response:
+        return loaded(params)
 
     @api.get("/info")
     def info_view() -> Response:
-        if model is None:
-            raise NotReady("no model loaded")
-        return Response(info, mimetype=JSON)
+        return loaded(info)
 
     @api.get("/swagger.json")
     def swagger_view() -> Response:
-        if model is None:
-            raise NotReady("no model loaded")
-        return Response(swagger, mimetype=JSON)
+        return loaded(swagger)
 
     @api.get("/docs")
     def docs_redirect() -> BaseResponse:

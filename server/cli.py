@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from typing import Final
 
 from batcomputer.server.settings import Settings, SettingsError
@@ -23,10 +21,6 @@ EXIT_BAD_ARTIFACT: Final = 3
 
 DESCRIPTION: Final = ("Fetch and verify a model artifact, then serve predictions. Every flag "
                       "can also be set with its BATCOMPUTER_* environment variable; flags win.")
-FLAGS: Final = ("artifact", "version", "digest", "model_name", "host", "port", "workers",
-                "threads")
-# Imported by the other subcommands; a server process should not carry them.
-HEAVY_MODULES: Final = ("pandas", "sklearn", "kopf", "kubernetes")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,8 +49,6 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if any(name in sys.modules for name in HEAVY_MODULES):
-        _exec_lean(args)
     try:
         settings = Settings.from_env(artifact=args.artifact, version=args.version,
                                      digest=args.digest, model_name=args.model_name,
@@ -70,18 +62,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from batcomputer.server.runner import serve  # Flask, gunicorn, numpy: only to serve
 
     return serve(settings)
-
-
-def _exec_lean(args: argparse.Namespace) -> None:
-    """Become `python -m batcomputer.server` (same PID, same flags): the `batcomputer`
-    command imports the training and operator stacks, which every worker would carry."""
-    argv = [sys.executable, "-m", "batcomputer.server"]
-    if getattr(args, "quiet", False):
-        argv.append("-q")
-    for flag in FLAGS:
-        value = getattr(args, flag, None)
-        if value is not None:
-            argv += [f"--{flag.replace('_', '-')}", str(value)]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, argv)
