@@ -4,10 +4,13 @@ and Service endpoints resolved to the podlet's local addresses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -97,9 +100,15 @@ class OperatorProcess:
 def serve_files(plane: ControlPlane, folder: Path, name: str = "model-files") -> str:
     """Serve a registry folder over HTTP on loopback (stopped with the control plane)."""
     port = free_port()
-    plane.spawn(name, [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                       "--directory", str(folder)], log=plane.logs / f"{name}.log")
-    return f"http://127.0.0.1:{port}"
+    proc = plane.spawn(name, [sys.executable, "-m", "http.server", str(port), "--bind",
+                              "127.0.0.1", "--directory", str(folder)],
+                       log=plane.logs / f"{name}.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise TestEnvError(f"the file server for {folder} did not start:\n{plane.tail(name)}")
 
 
 def service_urls(plane: ControlPlane, namespace: str, service: str) -> list[str]:

@@ -3,11 +3,8 @@ ServiceAccount's token, and model artifacts from `batcomputer train` served over
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from testkit import Kubectl, OperatorProcess
 
 from batcomputer.cli import main as cli
 from batcomputer.testenv.cluster import ControlPlane
-from batcomputer.testenv.harness import install
+from batcomputer.testenv.harness import install, serve_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,18 +30,9 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory, crime_data: Path) -
 
 
 @pytest.fixture(scope="session")
-def artifact_base(model_registry: Path) -> Iterator[str]:
-    handler = functools.partial(QuietHandler, directory=str(model_registry))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+def artifact_base(control_plane: ControlPlane, model_registry: Path) -> str:
+    """The registry over HTTP, stopped with the control plane."""
+    return serve_files(control_plane, model_registry)
 
 
 @pytest.fixture(scope="session")
