@@ -62,7 +62,11 @@ def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        # The same credentials as operator.k8s: in a pod, the API server named by
+        # KUBERNETES_SERVICE_HOST/PORT with the mounted token (kopf's own service-account
+        # login assumes https://kubernetes.default.svc resolves, which needs cluster DNS);
+        # elsewhere the kubeconfig.
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
