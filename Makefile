@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup controlplane lint test test-fast demo demo-down clean
+.PHONY: setup controlplane images lint test test-fast demo demo-down clean
 
 setup: $(VENV)/.installed
 
@@ -19,13 +19,19 @@ $(VENV)/.installed: pyproject.toml VERSION
 controlplane:
 	hack/build-controlplane.sh >/dev/null
 
+# batcomputer-server and batcomputer-operator images from the Dockerfiles (Docker, or
+# buildah/podman on a Debian-built base where no registry is reachable); cached.
+images:
+	hack/build-images.sh >/dev/null
+
 lint: setup
 	$(BIN)/ruff check .
 	VENV=$(VENV) hack/lint-package.sh
 	$(BIN)/shellcheck hack/*.sh .ci/run
 
-# The test command: unit, server, training, control-plane and end-to-end tests.
-test: setup controlplane lint
+# The test command: unit, server, training, control-plane and end-to-end tests, with the
+# local cluster's pods running as containers from the images.
+test: setup controlplane images lint
 	$(BIN)/pytest
 
 # Quick local loop without the control plane.

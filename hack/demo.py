@@ -5,12 +5,20 @@ API-changing 2.0.0, serves them over HTTP, applies a BatModel and walks it throu
 MINOR roll, a new MAJOR beside the old one, promotion and roll-back, with
 predictions from real prediction servers along the way. It leaves everything
 running to look around; `make demo-down` stops it. Ctrl-C stops everything.
+
+Where podman can run (or hack/build-images.sh can install it), every pod is a container
+from the project's images and the operator is installed with `kubectl apply -k
+manifests/`, as on a real cluster; elsewhere pods are local processes and the operator
+runs as a process with its ServiceAccount's token. It says which it uses.
+BATCOMPUTER_TESTENV_RUNTIME=podman|process chooses.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +31,8 @@ import yaml
 
 from batcomputer.testenv.cluster import ControlPlane, State, stop_state
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, install, serve_files, service_urls
+from batcomputer.testenv.podlet import cluster_id
+from batcomputer.testenv.runtime import CLUSTER_LABEL, podman_environment
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / ".demo"
@@ -99,6 +109,44 @@ def predict(plane: ControlPlane, service: str, question: dict[str, Any]) -> None
     show(f"  -> {answer.status_code} {answer.text.strip()}")
 
 
+def choose_runtime() -> tuple[str, str]:
+    """(runtime, why)."""
+    chosen = os.environ.get("BATCOMPUTER_TESTENV_RUNTIME")
+    if chosen:
+        return chosen, "BATCOMPUTER_TESTENV_RUNTIME"
+    if shutil.which("podman"):
+        return "podman", "podman is installed"
+    if shutil.which("apt-get") and (os.geteuid() == 0 or shutil.which("sudo")):
+        return "podman", "hack/build-images.sh installs podman from Debian packages"
+    return "process", "podman is not installed and cannot be installed here"
+
+
+def install_operator(kubectl: Kubectl) -> None:
+    show("$ kubectl apply -k manifests/")
+    show(kubectl("apply", "-k", str(REPO / "manifests")).stdout.strip())
+    show("$ kubectl -n batcomputer-system rollout status deployment/batcomputer-operator")
+    show(kubectl("rollout", "status", "deployment/batcomputer-operator", "--timeout=180s",
+                 namespace="batcomputer-system").stdout.strip())
+
+
+def show_containers() -> None:
+    """`podman ps`-style evidence: what ran as a container, as which user, how confined."""
+    label = f"label={CLUSTER_LABEL}={cluster_id(CLUSTER / 'pods')}"
+    env = podman_environment()
+    ids = subprocess.run(["podman", "ps", "--quiet", "--filter", label], capture_output=True,
+                         text=True, env=env, check=True).stdout.split()
+    inspected = json.loads(subprocess.run(["podman", "inspect", *ids], capture_output=True,
+                                          text=True, env=env, check=True).stdout) if ids else []
+    show(f"$ podman ps --filter {label}   (+ podman inspect)")
+    show(f"{'CONTAINER':<60} {'IMAGE':<38} {'USER':<12} {'RO ROOT':<8} {'NO-NEW-PRIVS':<13} CAPS ADDED")
+    for c in sorted(inspected, key=lambda c: c["Name"]):
+        host = c["HostConfig"]
+        show(f"{c['Name'][:60]:<60} {c['ImageName'][:38]:<38} {c['Config']['User']:<12} "
+             f"{str(host['ReadonlyRootfs']).lower():<8} "
+             f"{str('no-new-privileges' in (host.get('SecurityOpt') or [])).lower():<13} "
+             f"{','.join(host.get('CapAdd') or []) or 'none'}")
+
+
 def stop_previous() -> None:
     state = State.load(CLUSTER)
     if state is not None:
@@ -111,7 +159,8 @@ def main() -> int:
     print(__doc__.strip().splitlines()[0])
     DEMO.mkdir(exist_ok=True)
     stop_previous()
-    plane = ControlPlane(CLUSTER)
+    runtime, why = choose_runtime()
+    plane = ControlPlane(CLUSTER, runtime=runtime)
 
     def interrupted(*_: object) -> None:
         print("\nInterrupted: stopping everything the demo started", flush=True)
@@ -120,18 +169,27 @@ def main() -> int:
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
 
+    how = ("pods are podman containers from the batcomputer-server and batcomputer-operator "
+           "images" if runtime == "podman" else "pods are local processes from this virtualenv")
     step("Starting the local control plane (etcd, kube-apiserver, controller-manager, "
-         "scheduler, kwok, podlet)")
+         f"scheduler, kwok, podlet): {how} ({why})")
     plane.start()
     show(", ".join(f"{k} {v:.1f}s" for k, v in plane.timings.items()))
     kubectl = Kubectl(plane)
 
-    step("Installing the BatModel CRD and the operator's RBAC (crds/, manifests/)")
-    install(kubectl, REPO)
+    operator_log = ""
+    if runtime == "podman":
+        step("Installing the operator as users do: CRD, namespace, RBAC and the operator Deployment")
+        install_operator(kubectl)
+        operator_log = f"{CLUSTER}/pods/batcomputer-system_batcomputer-operator-*/container.log"
+    else:
+        step("Installing the BatModel CRD and the operator's RBAC (crds/, manifests/)")
+        install(kubectl, REPO)
+        step("Starting the operator with the batcomputer-operator ServiceAccount's token")
+        operator = OperatorProcess(plane, kubectl, DEMO, resync_seconds=10)
+        operator.start()
+        operator_log = str(operator.log)
     kubectl("create", "namespace", NAMESPACE)
-    step("Starting the operator with the batcomputer-operator ServiceAccount's token")
-    operator = OperatorProcess(plane, kubectl, DEMO, resync_seconds=10)
-    operator.start()
 
     data, registry = DEMO / "data", DEMO / "registry"
     step("Generating police.uk-shaped data and training the model")
@@ -185,13 +243,17 @@ def main() -> int:
     show(kubectl("get", "events", "--field-selector", "involvedObject.kind=BatModel",
                  "--sort-by=.lastTimestamp", namespace=NAMESPACE).stdout.rstrip())
 
+    if runtime == "podman":
+        step("Every pod ran as a container from the project's images, as uid 10001")
+        show_containers()
+
     step("Done. Everything keeps running so you can look around:")
     show(f"eval \"$(.venv/bin/batcomputer testenv --dir {CLUSTER} env)\"")
     show("kubectl get bm -n demo -o wide; kubectl describe bm crime -n demo")
     for service in ("crime", "crime-v1", "crime-v2"):
         for url in service_urls(plane, NAMESPACE, service):
             show(f"{service:<9} {url}/api/predict   Swagger UI {url}/api/docs")
-    show(f"operator log: {operator.log}; component logs: {plane.logs}/; pod logs: {CLUSTER}/pods/")
+    show(f"operator log: {operator_log}; component logs: {plane.logs}/; pod logs: {CLUSTER}/pods/")
     show("Stop it all: make demo-down")
     return 0
 

@@ -40,8 +40,7 @@ fi
 kubectl config use-context "kind-${CLUSTER}"
 
 say "Building and loading ${SERVER_IMAGE} and ${OPERATOR_IMAGE}"
-docker build -f "${ROOT}/Dockerfile.server" -t "${SERVER_IMAGE}" "${ROOT}"
-docker build -f "${ROOT}/Dockerfile.operator" -t "${OPERATOR_IMAGE}" "${ROOT}"
+ENGINE=docker "${ROOT}/hack/build-images.sh"
 kind load docker-image --name "${CLUSTER}" "${SERVER_IMAGE}" "${OPERATOR_IMAGE}"
 
 say "Installing the operator: kubectl apply -k manifests/"

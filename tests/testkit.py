@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import requests
+import yaml
+
+from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, service_urls
 
-__all__ = ["Kubectl", "OperatorProcess", "service_urls", "wait_for"]
+__all__ = ["KENT", "Kubectl", "OperatorProcess", "batmodel", "condition", "get", "predict",
+           "served_versions", "service_urls", "wait_for", "wait_model_ready"]
+
+KENT = {"force": "Kent Police", "crime": "Drugs", "month": 6}
 
 T = TypeVar("T")
 
@@ -28,3 +36,55 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 30, what: str =
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                          + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def batmodel(base: str, *versions: str, promoted: str | None = None, replicas: int = 2,
+             name: str = "crime", **extra: Any) -> str:
+    """A BatModel of the reference model whose artifacts are served under ``base``."""
+    spec: dict[str, Any] = {"versions": [{"version": v, "artifact": f"{base}/crime/{v}/"}
+                                         for v in versions], "replicas": replicas, **extra}
+    if promoted:
+        spec["promoted"] = promoted
+    return yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+                           "metadata": {"name": name}, "spec": spec})
+
+
+def get(kubectl: Kubectl, ns: str, *what: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(kubectl("get", *what, "-o", "json", namespace=ns).stdout)
+    return out
+
+
+def condition(bm: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in bm.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_model_ready(kubectl: Kubectl, ns: str, name: str = "crime", timeout: float = 90,
+                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Wait until the BatModel's status is for its latest generation and Ready; ``check``
+    runs at every poll (for example: the operator is still alive)."""
+    def ready() -> dict[str, Any] | None:
+        if check is not None:
+            check()
+        bm = get(kubectl, ns, "bm", name)
+        st = bm.get("status", {})
+        if (st.get("observedGeneration") == bm["metadata"]["generation"]
+                and condition(bm, "Ready").get("status") == "True"):
+            return bm
+        return None
+    try:
+        return wait_for(ready, timeout=timeout, what=f"BatModel {name} Ready")
+    except AssertionError:
+        print(json.dumps(get(kubectl, ns, "bm", name).get("status"), indent=1))
+        raise
+
+
+def served_versions(cp: ControlPlane, ns: str, service: str) -> set[str]:
+    """The model versions the ready endpoints of a Service answer with."""
+    return {requests.get(url + "/api/info", timeout=5).json()["version"]
+            for url in service_urls(cp, ns, service)}
+
+
+def predict(cp: ControlPlane, ns: str, service: str, body: Any) -> requests.Response:
+    urls = service_urls(cp, ns, service)
+    assert urls, f"no ready endpoints for Service {service}"
+    return requests.post(urls[0] + "/api/predict", json=body, timeout=5)

@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="state folder (default $BATCOMPUTER_TESTENV_DIR or "
                              "/tmp/batcomputer-testenv-<uid>)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("up", help="build (if needed) and start everything, then return")
+    up = actions.add_parser("up", help="build (if needed) and start everything, then return")
+    up.add_argument("--runtime", choices=("podman", "process"), default=None,
+                    help="how the podlet runs pods: podman containers from their images "
+                         "(default; build them with hack/build-images.sh) or local processes "
+                         "(default $BATCOMPUTER_TESTENV_RUNTIME or podman)")
     actions.add_parser("down", help="stop everything started by `up` and remove its folder")
     actions.add_parser("env", help="print shell exports for kubectl (eval \"$(... env)\")")
     actions.add_parser("status", help="what is running")
@@ -33,14 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     folder = (args.dir or cluster.default_dir()).resolve()
     if args.action == "up":
-        plane = cluster.ControlPlane(folder).start()
+        plane = cluster.ControlPlane(folder, runtime=args.runtime).start()
         timings = ", ".join(f"{k} {v:.1f}s" for k, v in plane.timings.items() if k != "total")
         print(f"Control plane up in {plane.timings['total']:.1f}s ({timings})")
         print(f"  API server  {plane.state.server}")
         print(f"  kubeconfig  {plane.kubeconfig_path}")
         print(f"  logs        {plane.logs}/")
-        print(f"  nodes       {cluster.KWOK_NODE} (kwok, tainted), {cluster.PROCESS_NODE} "
-              "(podlet: pods run as local processes)")
+        how = "podman containers" if plane.runtime == "podman" else "local processes"
+        print(f"  nodes       {cluster.KWOK_NODE} (kwok, tainted), {cluster.PODLET_NODE} "
+              f"(podlet: pods run as {how})")
         print(f"Use it:  eval \"$(batcomputer testenv --dir {folder} env)\"; kubectl get nodes")
         print(f"Stop it: batcomputer testenv --dir {folder} down")
         return 0

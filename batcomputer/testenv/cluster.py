@@ -28,14 +28,16 @@ import requests
 import yaml
 
 from batcomputer.errors import UserError
-from batcomputer.testenv.podlet import NODE_NAME
+from batcomputer.testenv.podlet import NODE_NAME, cluster_id
 
-PROCESS_NODE = NODE_NAME
+PODLET_NODE = NODE_NAME
+RUNTIMES = ("podman", "process")
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-controlplane.sh"
+IMAGES_SCRIPT = REPO_ROOT / "hack" / "build-images.sh"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE = "kwok-node-0"
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
@@ -51,6 +53,14 @@ USERS: dict[str, list[str]] = {
 
 class TestEnvError(UserError, RuntimeError):
     """The control plane could not be built, started or reached."""
+
+
+def default_runtime() -> str:
+    """$BATCOMPUTER_TESTENV_RUNTIME, or podman: pods run from the real images."""
+    runtime = os.environ.get("BATCOMPUTER_TESTENV_RUNTIME", "podman")
+    if runtime not in RUNTIMES:
+        raise TestEnvError(f"BATCOMPUTER_TESTENV_RUNTIME={runtime!r}: use one of {', '.join(RUNTIMES)}")
+    return runtime
 
 
 def default_dir() -> Path:
@@ -77,6 +87,20 @@ def binaries(build: bool = True) -> Path:
     return folder
 
 
+def images() -> list[str]:
+    """Build (or find up to date, in a few seconds) the server and operator images with
+    hack/build-images.sh, so that podman pods run the code of this checkout."""
+    if not IMAGES_SCRIPT.is_file():
+        raise TestEnvError(f"{IMAGES_SCRIPT} not found")
+    started = time.monotonic()
+    done = subprocess.run([str(IMAGES_SCRIPT)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise TestEnvError(f"hack/build-images.sh failed:\n{done.stderr[-4000:]}")
+    built = done.stdout.split()
+    log.info("Images %s (%.1fs)", ", ".join(built), time.monotonic() - started)
+    return built
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,6 +125,8 @@ class State:
     server: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
+    runtime: str = ""
+    """The podlet's runtime ("" when there is no podlet)."""
 
     @property
     def path(self) -> Path:
@@ -121,16 +147,25 @@ class ControlPlane:
     """``with ControlPlane(dir) as cp:`` starts everything and stops it on exit."""
 
     def __init__(self, folder: Path | None = None, bin_dir: Path | None = None,
-                 podlet: bool = True, tie_to_parent: bool = False) -> None:
-        """``podlet=False``: no process node, and the kwok node takes every pod (for
+                 podlet: bool = True, tie_to_parent: bool = False,
+                 runtime: str | None = None, build_images: bool = True) -> None:
+        """``podlet=False``: no podlet node, and the kwok node takes every pod (for
         benchmarks of the control loop, where pods only need to look Ready).
+        ``runtime``: how the podlet runs pods, ``podman`` (containers from the pods'
+        images) or ``process`` (local processes from this virtualenv); default
+        `default_runtime()`. With podman, the project's images are built first (cached)
+        unless ``build_images`` is False.
         ``tie_to_parent``: everything dies with this process, even if it is killed
         (tests); otherwise it keeps running until `stop` (``testenv up``, the demo)."""
         self.dir = (folder or default_dir()).resolve()
         self.bin_dir = bin_dir
         self.podlet = podlet
+        self.runtime = (runtime or default_runtime()) if podlet else ""
+        if self.runtime and self.runtime not in RUNTIMES:
+            raise TestEnvError(f"unknown runtime {self.runtime!r}: use one of {', '.join(RUNTIMES)}")
         self.tie_to_parent = tie_to_parent
-        self.state = State(dir=str(self.dir))
+        self.build_images = build_images
+        self.state = State(dir=str(self.dir), runtime=self.runtime)
         self.tokens: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -163,6 +198,10 @@ class ControlPlane:
         self.logs.mkdir(parents=True)
         bin_dir = self.bin_dir or binaries()
         self.bin_dir = bin_dir
+        if self.runtime == "podman" and self.build_images:
+            started_images = time.monotonic()
+            images()
+            self.timings["images"] = time.monotonic() - started_images
         try:
             self._start_all(bin_dir)
         except BaseException:
@@ -250,11 +289,12 @@ class ControlPlane:
         self.create_kwok_node(tainted=self.podlet)
         if self.podlet:
             self._spawn("podlet", [sys.executable, "-m", "batcomputer.testenv.podlet",
-                                   f"--kubeconfig={d / 'podlet.kubeconfig'}", f"--dir={d / 'pods'}"])
+                                   f"--kubeconfig={d / 'podlet.kubeconfig'}", f"--dir={d / 'pods'}",
+                                   f"--runtime={self.runtime}"])
         self._wait("kube-controller-manager", self._default_service_account_exists, 90)
         self._wait("kwok", lambda: self._node_ready(KWOK_NODE), 60)
         if self.podlet:
-            self._wait("podlet", lambda: self._node_ready(PROCESS_NODE), 60)
+            self._wait("podlet", lambda: self._node_ready(PODLET_NODE), 60)
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log.info("Starting %s", name)
@@ -372,8 +412,9 @@ def _is_ours(pid: int, command: str) -> bool:
     return False
 
 
-def stop_state(state: State, timeout: float = 5) -> list[str]:
-    """Stop what a state file says was started (reverse order), by PID; SIGKILL stragglers."""
+def stop_state(state: State, timeout: float = 10) -> list[str]:
+    """Stop what a state file says was started (reverse order), by PID; SIGKILL stragglers;
+    then remove any container the podlet could not stop itself."""
     stopped = []
     for name, pid in reversed(list(state.pids.items())):
         command = state.commands.get(name, "")
@@ -394,5 +435,10 @@ def stop_state(state: State, timeout: float = 5) -> list[str]:
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+    if state.runtime == "podman":
+        from batcomputer.testenv.runtime import PodmanRuntime, RuntimeUnavailable
+
+        with contextlib.suppress(RuntimeUnavailable, OSError, subprocess.SubprocessError):
+            PodmanRuntime(cluster_id(Path(state.dir) / "pods")).cleanup()
     return stopped
 

@@ -26,6 +26,9 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory, crime_data: Path) -
     assert cli([*base, "--version", "1.0.0"]) == 0
     assert cli([*base, "--version", "1.1.0", "--param", "max_depth=8"]) == 0
     assert cli([*base, "--version", "2.0.0", "--features", "force,crime,month,place"]) == 0
+    # Served to non-root containers (uid 10001) from a PersistentVolume: readable by all,
+    # as an admin prepares a volume (pytest makes its folders private).
+    reg.chmod(0o755)
     return reg
 
 

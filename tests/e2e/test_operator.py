@@ -5,66 +5,37 @@ The tests run in order and share one BatModel, as an admin would use it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 import requests
 import yaml
-from testkit import Kubectl, OperatorProcess, service_urls, wait_for
+from testkit import (
+    KENT,
+    Kubectl,
+    OperatorProcess,
+    batmodel,
+    condition,
+    get,
+    predict,
+    served_versions,
+    wait_for,
+    wait_model_ready,
+)
 
 from batcomputer.testenv.cluster import ControlPlane
 
 pytestmark = pytest.mark.e2e
 
-KENT = {"force": "Kent Police", "crime": "Drugs", "month": 6}
-
-
-def batmodel(base: str, *versions: str, promoted: str | None = None, replicas: int = 2,
-             **extra: Any) -> str:
-    spec: dict[str, Any] = {"versions": [{"version": v, "artifact": f"{base}/crime/{v}/"}
-                                         for v in versions], "replicas": replicas, **extra}
-    if promoted:
-        spec["promoted"] = promoted
-    return yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
-                           "metadata": {"name": "crime"}, "spec": spec})
-
-
-def get(kubectl: Kubectl, ns: str, *what: str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(kubectl("get", *what, "-o", "json", namespace=ns).stdout)
-    return out
-
-
-def condition(bm: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in bm.get("status", {}).get("conditions", []) if c["type"] == kind), {})
-
 
 def wait_ready(kubectl: Kubectl, ns: str, operator: OperatorProcess, timeout: float = 90) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
+    def alive() -> None:
         assert operator.alive(), operator.tail()
-        bm = get(kubectl, ns, "bm", "crime")
-        st = bm.get("status", {})
-        if (st.get("observedGeneration") == bm["metadata"]["generation"]
-                and condition(bm, "Ready").get("status") == "True"):
-            return bm
-        return None
     try:
-        return wait_for(ready, timeout=timeout, what="BatModel crime Ready")
+        return wait_model_ready(kubectl, ns, check=alive, timeout=timeout)
     except AssertionError:
         print(operator.tail())
-        print(json.dumps(get(kubectl, ns, "bm", "crime").get("status"), indent=1))
         raise
-
-
-def served_versions(cp: ControlPlane, ns: str, service: str) -> set[str]:
-    return {requests.get(url + "/api/info", timeout=5).json()["version"]
-            for url in service_urls(cp, ns, service)}
-
-
-def predict(cp: ControlPlane, ns: str, service: str, body: dict[str, Any]) -> requests.Response:
-    urls = service_urls(cp, ns, service)
-    assert urls, f"no ready endpoints for Service {service}"
-    return requests.post(urls[0] + "/api/predict", json=body, timeout=5)
 
 
 def test_bad_objects_are_refused_by_the_api_server(kubectl: Kubectl, installed: None,

@@ -5,25 +5,46 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from testkit import wait_for
 
-from batcomputer.testenv.cluster import KWOK_NODE, KWOK_TAINT, PROCESS_NODE, ControlPlane
-from batcomputer.testenv.podlet import local_address
+from batcomputer.cli import project_version
+from batcomputer.testenv.cluster import KWOK_NODE, KWOK_TAINT, PODLET_NODE, ControlPlane
+from batcomputer.testenv.network import local_address
 
 pytestmark = pytest.mark.controlplane
 
 
-@pytest.fixture
-def ns(control_plane: ControlPlane) -> str:
+SERVER_IMAGE = f"batcomputer-server:{project_version()}"
+
+
+def make_namespace(plane: ControlPlane) -> str:
     name = f"t-{secrets.token_hex(3)}"
-    made = control_plane.request("POST", "/api/v1/namespaces",
-                                 json={"metadata": {"name": name}})
+    made = plane.request("POST", "/api/v1/namespaces", json={"metadata": {"name": name}})
     assert made.status_code == 201, made.text
     return name
+
+
+@pytest.fixture
+def ns(control_plane: ControlPlane) -> str:
+    return make_namespace(control_plane)
+
+
+@pytest.fixture(scope="module")
+def process_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A second local cluster whose podlet runs pods as local processes, beside the
+    session's (podman) one: two clusters on one machine must not collide."""
+    plane = ControlPlane(tmp_path_factory.mktemp("process-plane"), runtime="process",
+                         tie_to_parent=True)
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 def deployment(name: str, *, node_type: str, container: dict[str, Any], replicas: int = 2) -> dict[str, Any]:
@@ -146,54 +167,169 @@ def test_service_account_token_is_limited_to_its_rbac(control_plane: ControlPlan
                       json={"metadata": {"name": "x"}}).status_code == 403
 
 
-def test_podlet_runs_pods_as_processes_with_real_readiness(control_plane: ControlPlane,
-                                                            ns: str) -> None:
-    """On the process node, a pod is a real process on its own loopback IP; its Ready
-    condition comes from its readiness probe and Service endpoints reach it."""
-    cp = control_plane
-    server = {"name": "http", "image": "python", "ports": [{"containerPort": 8080, "name": "http"}],
-              "command": [sys.executable, "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
+def create(cp: ControlPlane, ns: str, name: str, container: dict[str, Any],
+           **pod_spec: Any) -> None:
+    body = deployment(name, node_type="podlet", container=container, replicas=1)
+    body["spec"]["template"]["spec"].update(pod_spec)
+    made = cp.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", json=body)
+    assert made.status_code == 201, made.text
+
+
+def endpoint(cp: ControlPlane, ns: str, service: str) -> str | None:
+    slices = cp.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
+                    f"?labelSelector=kubernetes.io/service-name={service}").json()["items"]
+    for item in slices:
+        for ep in item.get("endpoints") or []:
+            if ep["conditions"].get("ready"):
+                return f"http://{local_address(ep['addresses'][0])}:{item['ports'][0]['port']}/"
+    return None
+
+
+def container_status(cp: ControlPlane, ns: str, app: str) -> dict[str, Any] | None:
+    for pod in pods(cp, ns, app):
+        for status in pod.get("status", {}).get("containerStatuses") or []:
+            return dict(status)
+    return None
+
+
+def pod_log(cp: ControlPlane, ns: str, app: str) -> str:
+    """The container's output, where the podlet keeps it (there is no kubelet log API)."""
+    return "".join(path.read_text(errors="replace")
+                   for path in (cp.dir / "pods").glob(f"{ns}_{app}-*/container.log"))
+
+
+def serve_and_crash(cp: ControlPlane, ns: str, command: list[str], image: str) -> None:
+    """A web server and a crashing container: Ready from the real readiness probe, a
+    Service endpoint that answers, the crash reported with its message, and a deleted
+    pod's process gone."""
+    server = {"name": "http", "image": image, "ports": [{"containerPort": 8080, "name": "http"}],
+              "command": [*command, "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
               "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
               "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}
-    crashing = {"name": "crash", "image": "python",
-                "command": [sys.executable, "-c", "raise SystemExit('artifact not found')"],
+    crashing = {"name": "crash", "image": image,
+                "command": [*command, "-c", "raise SystemExit('artifact not found')"],
                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}
-    for name, container in (("http", server), ("crash", crashing)):
-        made = cp.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments",
-                          json=deployment(name, node_type="process", container=container, replicas=1))
-        assert made.status_code == 201, made.text
+    create(cp, ns, "http", server)
+    create(cp, ns, "crash", crashing)
     service = {"metadata": {"name": "http"},
                "spec": {"selector": {"app": "http"}, "ports": [{"port": 80, "targetPort": "http"}]}}
     assert cp.request("POST", f"/api/v1/namespaces/{ns}/services", json=service).status_code == 201
 
     pod = wait_for(lambda: next((p for p in pods(cp, ns, "http") if ready(p)), None),
-                   what="http pod Ready")
-    assert pod["spec"]["nodeName"] == PROCESS_NODE and pod["status"]["podIP"].startswith("10.245.")
-
-    def endpoint() -> str | None:
-        slices = cp.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
-                        "?labelSelector=kubernetes.io/service-name=http").json()["items"]
-        for item in slices:
-            for ep in item.get("endpoints") or []:
-                if ep["conditions"].get("ready"):
-                    return f"http://{local_address(ep['addresses'][0])}:{item['ports'][0]['port']}/"
-        return None
-
-    url = wait_for(endpoint, what="a ready endpoint in the Service's EndpointSlice")
+                   timeout=60, what="http pod Ready")
+    assert pod["spec"]["nodeName"] == PODLET_NODE and pod["status"]["podIP"].startswith("10.")
+    url = wait_for(lambda: endpoint(cp, ns, "http"), what="a ready endpoint in the EndpointSlice")
     assert requests.get(url, timeout=5).status_code == 200
 
-    crashed = wait_for(lambda: next(
-        (p for p in pods(cp, ns, "crash")
-         if p["status"].get("containerStatuses", [{}])[0].get("lastState", {}).get("terminated")),
-        None), what="crashing container to be reported")
-    status = crashed["status"]["containerStatuses"][0]
-    assert not ready(crashed) and status["ready"] is False
+    status = wait_for(lambda: (s := container_status(cp, ns, "crash"))
+                      and s.get("lastState", {}).get("terminated") and s, timeout=60,
+                      what="crashing container to be reported")
+    assert status["ready"] is False
     assert status["lastState"]["terminated"]["exitCode"] == 1
     assert "artifact not found" in status["lastState"]["terminated"]["message"]
 
-    # Deleting the Deployment stops the process and the pod goes away for good.
+    # Deleting the Deployment stops the container and the pod goes away for good.
     cp.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/http",
                json={"propagationPolicy": "Foreground"})
     wait_for(lambda: not pods(cp, ns, "http"), timeout=60, what="http pods deleted")
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
+
+
+def test_podlet_runs_pods_as_processes_with_real_readiness(process_plane: ControlPlane) -> None:
+    node = process_plane.get(f"/api/v1/nodes/{PODLET_NODE}").json()
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("process://")
+    serve_and_crash(process_plane, make_namespace(process_plane), [sys.executable], "python")
+
+
+def test_two_clusters_on_one_machine_get_different_pod_networks(
+        control_plane: ControlPlane, process_plane: ControlPlane) -> None:
+    cidrs = {plane.get(f"/api/v1/nodes/{PODLET_NODE}").json()["spec"]["podCIDR"]
+             for plane in (control_plane, process_plane)}
+    assert len(cidrs) == 2 and all(cidr.startswith("10.") for cidr in cidrs)
+
+
+def test_podlet_runs_pods_as_containers_from_their_images(control_plane: ControlPlane, ns: str) -> None:
+    node = control_plane.get(f"/api/v1/nodes/{PODLET_NODE}").json()
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("podman://")
+    serve_and_crash(control_plane, ns, ["python"], SERVER_IMAGE)
+
+
+IDENTITY = """
+import json, os, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+ctx = ssl.create_default_context(cafile=sa + "ca.crt")
+url = "https://%s:%s/apis/authentication.k8s.io/v1/selfsubjectreviews" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode()
+request = urllib.request.Request(url, body, {"Authorization": "Bearer " + open(sa + "token").read(),
+                                             "Content-Type": "application/json"})
+who = json.load(urllib.request.urlopen(request, context=ctx))["status"]["userInfo"]["username"]
+print("user", who, "namespace", open(sa + "namespace").read(), flush=True)
+print("uid", os.getuid(), "gid", os.getgid(), "groups", sorted(os.getgroups()), flush=True)
+for path in ("/written-to-root", "/tmp/written-to-emptydir", "/config/written-to-configmap"):
+    try:
+        open(path, "w").close(); print("wrote", path, flush=True)
+    except OSError as exc:
+        print("refused", path, exc.strerror, flush=True)
+status = open("/proc/self/status").read()
+print([line for line in status.splitlines() if line.startswith(("NoNewPrivs", "CapEff"))], flush=True)
+print("config", open("/config/mode").read(), "env", os.environ.get("MODE"), flush=True)
+"""
+
+
+def test_containers_get_the_pods_identity_security_context_and_volumes(
+        control_plane: ControlPlane, ns: str) -> None:
+    """From inside the container: the ServiceAccount token works against the API server,
+    the user, read-only root, dropped capabilities and volumes are the pod's."""
+    cp = control_plane
+    assert cp.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                      json={"metadata": {"name": "settings"}, "data": {"mode": "fast"}}).status_code == 201
+    checker = {"name": "check", "image": SERVER_IMAGE, "command": ["sh", "-c"],
+               "args": [f"python -c '{IDENTITY}' && sleep 3600"],
+               "env": [{"name": "MODE",
+                        "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}],
+               "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                   "capabilities": {"drop": ["ALL"]}},
+               "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "config", "mountPath": "/config"}]}
+    create(cp, ns, "check", checker,
+           securityContext={"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                            "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+           volumes=[{"name": "tmp", "emptyDir": {}},
+                    {"name": "config", "configMap": {"name": "settings"}}])
+    out = wait_for(lambda: "config" in (text := pod_log(cp, ns, "check")) and text, timeout=60,
+                   what="the checker's output")
+    assert f"user system:serviceaccount:{ns}:default namespace {ns}" in out
+    assert "uid 10001 gid 10001 groups [10001]" in out
+    assert "refused /written-to-root Read-only file system" in out
+    assert "wrote /tmp/written-to-emptydir" in out
+    assert "refused /config/written-to-configmap Read-only file system" in out
+    assert r"'NoNewPrivs:\t1'" in out and r"'CapEff:\t0000000000000000'" in out
+    assert "config fast env fast" in out
+
+
+def test_what_a_kubelet_refuses_is_reported_as_a_kubelet_would(control_plane: ControlPlane,
+                                                               ns: str) -> None:
+    cp = control_plane
+    create(cp, ns, "missing", {"name": "m", "image": "batcomputer-missing:0.0.0"})
+    create(cp, ns, "root", {"name": "r", "image": SERVER_IMAGE,
+                            "securityContext": {"runAsNonRoot": True, "runAsUser": 0}})
+    create(cp, ns, "unlive", {"name": "u", "image": SERVER_IMAGE, "command": ["sleep", "3600"],
+                              "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
+                                                "failureThreshold": 2}},
+           terminationGracePeriodSeconds=1)
+
+    def waiting(app: str) -> dict[str, Any] | None:
+        status = container_status(cp, ns, app)
+        return status["state"].get("waiting") if status else None
+
+    missing = wait_for(lambda: waiting("missing"), what="missing image reported")
+    assert missing["reason"] == "ErrImagePull" and "not present" in missing["message"]
+    assert pods(cp, ns, "missing")[0]["status"]["phase"] == "Pending"
+    refused = wait_for(lambda: waiting("root"), what="runAsNonRoot refusal reported")
+    assert refused["reason"] == "CreateContainerConfigError"
+    assert "runAsUser breaks non-root policy" in refused["message"]
+    restarted = wait_for(lambda: (s := container_status(cp, ns, "unlive")) and s["restartCount"] >= 1 and s,
+                         timeout=60, what="a restart after liveness failures")
+    assert "Liveness probe failed" in restarted["lastState"]["terminated"]["message"]
