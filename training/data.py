@@ -43,10 +43,14 @@ class ReadReport:
     dropped: Counter[str] = field(default_factory=Counter)
     unknown_outcomes: Counter[str] = field(default_factory=Counter)
     fingerprint: str = ""
+    latin1_files: list[Path] = field(default_factory=list)
+    """Files that were not UTF-8 and were read as Latin-1 (older police.uk exports)."""
 
     def summary(self) -> str:
         parts = [f"read {self.rows_read:,} rows from {len(self.files)} file(s)",
                  f"kept {self.rows_kept:,}"]
+        if self.latin1_files:
+            parts.append(f"{len(self.latin1_files)} file(s) decoded as Latin-1")
         parts += [f"dropped {n:,} {why}" for why, n in sorted(self.dropped.items())]
         return ", ".join(parts)
 
@@ -74,21 +78,37 @@ def fingerprint(files: list[Path]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+def _encoding(path: Path, report: ReadReport | None) -> str:
+    """UTF-8 (with or without BOM), else Latin-1, which decodes any byte: some police.uk
+    archives hold Windows-exported files. The first non-UTF-8 byte is logged with its
+    line and file offset, and the file counted in the report."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        log.warning("%s:%d: byte 0x%02x at offset %d is not UTF-8; reading the file as Latin-1",
+                    path, line, data[exc.start], exc.start)
+        if report is not None:
+            report.latin1_files.append(path)
+        return "latin-1"
+
+
+def _read_one(path: Path, report: ReadReport | None = None) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
+    encoding = _encoding(path, report)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[],
-                                encoding="utf-8", index_col=False)
+                                encoding=encoding, index_col=False)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: file is empty ({exc})") from exc
     except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
-        raise DataError(f"{path}:{_first_ragged_line(path)}: not a valid CSV: "
+        raise DataError(f"{path}:{_first_ragged_line(path, encoding)}: not a valid CSV: "
                         "a row has a different number of fields than the header") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -113,8 +133,8 @@ def _read_one(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _first_ragged_line(path: Path) -> int | str:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+def _first_ragged_line(path: Path, encoding: str = "utf-8") -> int | str:
+    with path.open(newline="", encoding=encoding, errors="replace") as handle:
         reader = csv.reader(handle)
         width = len(next(reader, []))
         for fields in reader:
@@ -133,7 +153,7 @@ def read_crimes(source: str | Path) -> tuple[pd.DataFrame, ReadReport]:
     report = ReadReport(files=files)
     frames = []
     for i, path in enumerate(files, 1):
-        frames.append(_read_one(path))
+        frames.append(_read_one(path, report))
         if i % 100 == 0 or i == len(files):
             log.info("Read %d/%d files", i, len(files))
     crimes = pd.concat(frames, ignore_index=True)
@@ -160,7 +180,7 @@ def read_crimes(source: str | Path) -> tuple[pd.DataFrame, ReadReport]:
     if kept.empty:
         raise DataError(
             f"{source}: no usable rows: none of the {report.rows_read:,} rows has an outcome "
-            "that says whether a suspect was caught ({report.summary()})"
+            f"that says whether a suspect was caught ({report.summary()})"
         )
     if kept["caught"].nunique() < 2:
         raise DataError(f"{source}: every usable row has the same outcome; nothing to learn")

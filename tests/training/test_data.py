@@ -95,3 +95,27 @@ def test_missing_source_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.DataError, match="no .csv files"):
         data.read_crimes(tmp_path / "empty")
+
+
+def test_a_header_only_file_says_what_was_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.csv")
+    with pytest.raises(data.DataError) as raised:
+        data.read_crimes(path)
+    assert "(read 0 rows from 1 file(s), kept 0" in str(raised.value)
+    assert "{report" not in str(raised.value)
+
+
+def test_latin1_files_are_read_and_counted_with_the_first_odd_byte_located(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = write(tmp_path / "a.csv", row(), row(outcome="Investigation complete; no suspect identified"))
+    odd = tmp_path / "b.csv"
+    text = "\n".join([HEADER, row(location="On or near Café"), row(), ""])
+    odd.write_bytes(text.encode("latin-1"))
+    bom = tmp_path / "c.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join([HEADER, row(), ""]).encode())
+    crimes, report = data.read_crimes(tmp_path)
+    assert "On or near Café" in set(crimes["Location"])
+    assert report.latin1_files == [odd] and "1 file(s) decoded as Latin-1" in report.summary()
+    offset = text.encode("latin-1").index(b"\xe9")
+    assert f"b.csv:2: byte 0xe9 at offset {offset} is not UTF-8" in caplog.text
+    assert report.rows_read == 5 and good in report.files
