@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Final
 
 from batcomputer.server.settings import Settings, SettingsError
@@ -48,6 +49,18 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
                                                    "[BATCOMPUTER_THREADS]")
 
 
+def refuse(termination_log: Path, reason: str) -> None:
+    """Say once why the server will not serve: in the log, and in the termination-message
+    file when the platform provides one (Kubernetes shows it in the pod's status)."""
+    message = f"Refusing to serve: {reason}"
+    log.error("%s", message)
+    if termination_log.is_file():
+        try:
+            termination_log.write_text(message[:4000] + "\n")
+        except OSError as exc:
+            log.debug("Cannot write %s: %s", termination_log, exc)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(artifact=args.artifact, version=args.version,
@@ -55,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      host=args.host, port=args.port, workers=args.workers,
                                      threads=args.threads)
     except SettingsError as exc:
-        log.error("Refusing to serve: %s", exc)
+        refuse(Settings.termination_log, str(exc))
         return EXIT_BAD_SETTINGS
     if not getattr(args, "quiet", False):
         logging.getLogger().setLevel(settings.log_level.upper())

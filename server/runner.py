@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.app.base import BaseApplication
 
 from batcomputer.server.artifacts import ArtifactError, fetch_verified, redact
-from batcomputer.server.cli import EXIT_BAD_ARTIFACT
+from batcomputer.server.cli import EXIT_BAD_ARTIFACT, refuse
 from batcomputer.server.model import Model, load_model
 from batcomputer.server.settings import Settings
 
@@ -38,13 +38,13 @@ def serve(settings: Settings) -> int:
         model = load_model(artifact, name=settings.model_name, memo_limit=settings.memo_limit,
                            isolate=True)
     except ArtifactError as exc:
-        log.error("Refusing to serve: %s", exc)
+        refuse(settings.termination_log, str(exc))
         shutil.rmtree(metrics_dir, ignore_errors=True)
         return EXIT_BAD_ARTIFACT
     except Exception as exc:  # still one line; the traceback only at debug level
         log.debug("Loading failed", exc_info=True)
-        log.error("Refusing to serve: loading %s failed: %s: %s", redact(settings.artifact),
-                  type(exc).__name__, exc)
+        refuse(settings.termination_log,
+               f"loading {redact(settings.artifact)} failed: {type(exc).__name__}: {exc}")
         shutil.rmtree(metrics_dir, ignore_errors=True)
         return EXIT_BAD_ARTIFACT
     del artifact

@@ -59,6 +59,9 @@ class Settings:
     """Precompute every prediction when the input space has at most this many
     combinations (0 turns memoisation off)."""
     log_level: str = "info"
+    termination_log: Path = Path("/dev/termination-log")
+    """Where the reason for refusing to serve is also written, when that file exists
+    (Kubernetes provides it; the pod's status then shows the reason, without log noise)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -22,8 +22,10 @@ The podlet registers a Node, keeps it Ready, and for every pod bound to it:
   podman (the pod's image, security context, bind mounts and limits) or a local process;
 - runs its startup, liveness and readiness probes (HTTP, TCP, exec) against the real
   container (`probes`), reports Ready from them, restarts it when startup or liveness
-  gives up, restarts an exited container with back-off (CrashLoopBackOff with the last
-  log line as the message), and on deletion stops it within its grace period.
+  gives up, restarts an exited container with back-off (CrashLoopBackOff, with the
+  termination-message file the container wrote, or the last log line as the kubelet's
+  FallbackToLogsOnError does), and on deletion runs its preStop hook (sleep, exec,
+  httpGet), then stops it within what is left of its grace period.
 
 Not emulated: init and sidecar containers (only the first container runs), image pulls
 (images must be present locally), token rotation, updates of ConfigMap/Secret volumes
@@ -147,6 +149,19 @@ class PodRun:
     @property
     def log_path(self) -> Path:
         return self.folder / "container.log"
+
+    @property
+    def termination_log(self) -> Path:
+        return self.folder / "termination-log"
+
+    def termination_message(self, code: int, policy: str) -> str:
+        """As the kubelet: the termination-message file, else (with FallbackToLogsOnError
+        and a failure) the end of the log."""
+        with contextlib.suppress(OSError):
+            written = self.termination_log.read_text(errors="replace").strip()
+            if written:
+                return written[-4096:]
+        return self.last_line() if code and policy == "FallbackToLogsOnError" else ""
 
     def last_line(self) -> str:
         with contextlib.suppress(OSError):
@@ -285,7 +300,9 @@ class Podlet:
                                pod["spec"].get("terminationGracePeriodSeconds", 30)))
         try:
             if run.running is not None:
-                self.engine.stop(run.running, grace)
+                started = time.monotonic()
+                self._pre_stop(pod, run, grace)
+                self.engine.stop(run.running, max(grace - (time.monotonic() - started), 1))
                 run.running = None
             self.api.call("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                           json={"gracePeriodSeconds": 0, "preconditions": {"uid": run.uid}})
@@ -293,6 +310,25 @@ class Podlet:
         except Exception:  # noqa: BLE001 - retried at the next sync
             log.exception("Deleting pod %s/%s", meta["namespace"], meta["name"])
             run.deleting = False
+
+    def _pre_stop(self, pod: dict[str, Any], run: PodRun, grace: float) -> None:
+        """The container's preStop hook, within the grace period (sleep, exec, httpGet)."""
+        container = pod["spec"]["containers"][0]
+        hook = ((container.get("lifecycle") or {}).get("preStop")) or {}
+        if not hook or run.running is None or run.running.poll() is not None:
+            return
+        try:
+            if "sleep" in hook:
+                time.sleep(min(float(hook["sleep"].get("seconds", 0)), grace))
+            elif command := (hook.get("exec") or {}).get("command"):
+                self.engine.exec(run.running, list(command), grace)
+            elif http := hook.get("httpGet"):
+                port = pods.port_number(container, http.get("port", 80))
+                host = http.get("host") or local_address(run.pod_ip)
+                requests.get(f"{str(http.get('scheme', 'HTTP')).lower()}://{host}:{port}"
+                             f"{http.get('path', '/')}", timeout=grace, verify=False)
+        except (OSError, requests.RequestException, ConfigError) as exc:
+            log.info("preStop hook of %s failed: %s", pod["metadata"]["name"], exc)
 
     # ------------------------------------------------------------------ container
     def _check(self, pod: dict[str, Any], run: PodRun) -> None:
@@ -318,7 +354,8 @@ class Podlet:
             run.backoff = BACKOFF_START
 
     def _exited(self, pod: dict[str, Any], run: PodRun, code: int) -> None:
-        message = run.last_line()
+        container = pod["spec"]["containers"][0]
+        message = run.termination_message(code, container.get("terminationMessagePolicy", "File"))
         reason = run.probes.failed if run.probes and run.probes.failed else ""
         run.last_exit = {"exitCode": code, "finishedAt": now(), "startedAt": run.run_started,
                          "reason": "Error" if code else "Completed",
@@ -370,7 +407,14 @@ class Podlet:
                                lookup=lambda kind, name, key: self.api.lookup(namespace, kind, name, key),
                                base=self.service_env)
         env.update(HOSTNAME=pod["metadata"]["name"][:63], BATCOMPUTER_HOST=address)
-        return pods.container_spec(pod, container, env, self._mounts(pod, container, run))
+        mounts = self._mounts(pod, container, run)
+        # The termination-message file, fresh for each run, writable by any user.
+        run.termination_log.parent.mkdir(parents=True, exist_ok=True)
+        run.termination_log.write_text("")
+        run.termination_log.chmod(0o666)
+        mounts.append(Mount(str(run.termination_log),
+                            container.get("terminationMessagePath", "/dev/termination-log")))
+        return pods.container_spec(pod, container, env, mounts)
 
     # ------------------------------------------------------------------ volumes
     def _mounts(self, pod: dict[str, Any], container: dict[str, Any], run: PodRun) -> list[Mount]:

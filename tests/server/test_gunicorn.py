@@ -260,3 +260,17 @@ def test_refuses_a_tampered_file(artifact_copy: Callable[..., Path]) -> None:
 def test_refuses_a_missing_artifact_and_bad_settings(tmp_path: Path) -> None:
     assert "does not exist" in refuse("--artifact", str(tmp_path / "nothing"))
     assert "digest" in refuse("--artifact", str(tmp_path), "--digest", "md5:1")
+
+
+def test_the_reason_is_also_the_termination_message_where_the_platform_provides_one(
+        v1: Path, tmp_path: Path) -> None:
+    termination_log = tmp_path / "termination-log"
+    termination_log.write_text("")  # the kubelet provides the file; the server never makes one
+    refuse("--artifact", str(v1), "--digest", "sha256:" + "0" * 64,
+           BATCOMPUTER_TERMINATION_LOG=str(termination_log))
+    written = termination_log.read_text()
+    assert written.startswith("Refusing to serve: metadata.json digest mismatch")
+    assert "ERROR" not in written and ":" in written[:20]  # no log prefix, no timestamp
+    absent = tmp_path / "absent"
+    refuse("--artifact", str(v1), "--digest", "sha256:" + "0" * 64, BATCOMPUTER_TERMINATION_LOG=str(absent))
+    assert not absent.exists()

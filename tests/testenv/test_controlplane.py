@@ -206,7 +206,7 @@ def serve_and_crash(cp: ControlPlane, ns: str, command: list[str], image: str) -
               "command": [*command, "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
               "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
               "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}
-    crashing = {"name": "crash", "image": image,
+    crashing = {"name": "crash", "image": image, "terminationMessagePolicy": "FallbackToLogsOnError",
                 "command": [*command, "-c", "raise SystemExit('artifact not found')"],
                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080}}}
     create(cp, ns, "http", server)
@@ -315,6 +315,8 @@ def test_what_a_kubelet_refuses_is_reported_as_a_kubelet_would(control_plane: Co
     create(cp, ns, "missing", {"name": "m", "image": "batcomputer-missing:0.0.0"})
     create(cp, ns, "root", {"name": "r", "image": SERVER_IMAGE,
                             "securityContext": {"runAsNonRoot": True, "runAsUser": 0}})
+    create(cp, ns, "says-why", {"name": "s", "image": SERVER_IMAGE, "command": [
+        "sh", "-c", "echo 'log noise'; echo 'Refusing: disk on fire' > /dev/termination-log; exit 2"]})
     create(cp, ns, "unlive", {"name": "u", "image": SERVER_IMAGE, "command": ["sleep", "3600"],
                               "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
                                                 "failureThreshold": 2}},
@@ -330,6 +332,9 @@ def test_what_a_kubelet_refuses_is_reported_as_a_kubelet_would(control_plane: Co
     refused = wait_for(lambda: waiting("root"), what="runAsNonRoot refusal reported")
     assert refused["reason"] == "CreateContainerConfigError"
     assert "runAsUser breaks non-root policy" in refused["message"]
+    said = wait_for(lambda: (s := container_status(cp, ns, "says-why")) and s.get("lastState") and s,
+                    what="the termination message")
+    assert said["lastState"]["terminated"]["message"] == "Refusing: disk on fire"
     restarted = wait_for(lambda: (s := container_status(cp, ns, "unlive")) and s["restartCount"] >= 1 and s,
                          timeout=60, what="a restart after liveness failures")
     assert "Liveness probe failed" in restarted["lastState"]["terminated"]["message"]
