@@ -14,6 +14,11 @@ SERVER_PORT: Final = 8080
 SERVICE_PORT: Final = 80
 RUN_AS: Final = 10001
 MODEL_MOUNT: Final = "/models"
+DRAIN_SECONDS: Final = 5
+"""A terminating server pod keeps serving this long before it is stopped, so clients and
+proxies that still send to it (until they see the endpoint go) are answered."""
+GRACE_SECONDS: Final = 30
+"""The drain, then gunicorn's graceful shutdown (20 s) of requests in flight."""
 
 
 def child_name(model: str, major: int) -> str:
@@ -75,7 +80,9 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
                           "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
                            "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2},
+        # The server writes why it refuses to start to /dev/termination-log.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
@@ -88,7 +95,7 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
         "spec": {
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 30,
+            "terminationGracePeriodSeconds": GRACE_SECONDS,
             "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS,
                                 "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
@@ -96,9 +103,8 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
         },
     }
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
-    template["metadata"]["annotations"][labels.TEMPLATE_HASH] = digest
-    return {
+    template["metadata"]["annotations"][labels.TEMPLATE_HASH] = _digest(template)
+    return _with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(model, name, pod_labels),
@@ -113,19 +119,34 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
             "revisionHistoryLimit": 3,
             "template": template,
         },
-    }
+    })
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Record a digest of the whole desired object on it: a live child whose digest differs
+    was made from another spec (or operator version) and is updated, not "repaired"."""
+    obj["metadata"].setdefault("annotations", {})[labels.DESIRED_HASH] = _digest(obj)
+    return obj
+
+
+def desired_hash(obj: dict[str, Any]) -> str | None:
+    return (obj.get("metadata", {}).get("annotations") or {}).get(labels.DESIRED_HASH)
 
 
 def _service(model: ModelSpec, name: str, object_labels: dict[str, str],
              selector: dict[str, str]) -> dict[str, Any]:
-    return {
+    return _with_hash({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(model, name, object_labels),
         "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http",
                             "protocol": "TCP"}]},
-    }
+    })
 
 
 def version_service(model: ModelSpec, version: VersionSpec) -> dict[str, Any]:
@@ -135,11 +156,13 @@ def version_service(model: ModelSpec, version: VersionSpec) -> dict[str, Any]:
                     labels.pod_selector(model.name, version.major))
 
 
-def stable_service(model: ModelSpec, serving: VersionSpec) -> dict[str, Any]:
-    """``<model>``: routes to the pods of the version being served as promoted."""
+def stable_service(model: ModelSpec, serving: VersionSpec, serving_version: str) -> dict[str, Any]:
+    """``<model>``: routes to the pods of ``serving``'s MAJOR; its version label says which
+    version those pods run now (``serving_version``: it lags ``serving`` during a roll, and
+    is empty while no pod is ready)."""
     stable_labels = {**labels.common(model.name), labels.NAME: model.name,
                      labels.INSTANCE: model.name, labels.COMPONENT: "stable-endpoint",
-                     labels.MAJOR: str(serving.major), labels.MODEL_VERSION: str(serving.version)}
+                     labels.MAJOR: str(serving.major), labels.MODEL_VERSION: serving_version}
     return _service(model, model.name, stable_labels,
                     labels.pod_selector(model.name, serving.major))
 

@@ -1,52 +1,40 @@
-"""kopf wiring only: every trigger runs the same reconcile for the BatModel concerned."""
+"""kopf wiring only: every trigger runs the same reconcile for the BatModel concerned.
+
+Triggers: the BatModel's own changes (create, spec update, resume at start); changes to
+its Deployments and Services (hand edits are undone within a second); changes to its
+pods that are not Ready (a crash, an image or scheduling failure reaches the status
+within a second); and the resync schedule. No kopf timer or deletion handler is
+registered, so kopf puts no finalizer on BatModels: a BatModel deleted while the
+operator is down goes at once, and garbage collection removes its children.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
-from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
-from batcomputer.operator import k8s, labels
-from batcomputer.operator.reconcile import Outcome, reconcile
+from batcomputer.operator import k8s, labels, status
+from batcomputer.operator.controller import Controller
 from batcomputer.operator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
+def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegistry, Controller]:
     registry = kopf.OperatorRegistry()
-    locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-    waiting: set[tuple[str, str]] = set()
-    guard = threading.Lock()
+    # Events are posted by operator.k8s, not kopf.info/warn: reconciles also run in the
+    # resync and pod-watch threads, outside kopf's handler context.
+    controller = Controller(kube, config, lambda body, event: kube.post_event(
+        body, event.type, event.reason, event.message))
+    stop = threading.Event()
+    # Pod events are handed to workers so that a burst for one model coalesces into one
+    # reconcile instead of queueing behind the watch.
+    pod_workers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pods")
     resource = (labels.GROUP, labels.VERSION, labels.PLURAL)
-
-    def run(body: kopf.Body | dict[str, Any], full: bool) -> Outcome:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        if not full:
-            # Coalesce bursts of child events: one quick reconcile waiting per model is
-            # enough, since it reads everything afresh when it starts.
-            with guard:
-                if key in waiting:
-                    return Outcome(status={})
-                waiting.add(key)
-        with locks[key]:
-            if not full:
-                with guard:
-                    waiting.discard(key)
-            # Triggers may carry a body older than our last status write: read it afresh.
-            fresh = kube.batmodel(meta["namespace"], meta["name"])
-            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-                return Outcome(status={})
-            outcome = reconcile(fresh, kube, config, full=full)
-        for event in outcome.events:
-            (kopf.warn if event.type == "Warning" else kopf.info)(
-                cast(kopf.Body, fresh), reason=event.reason, message=event.message)
-            log.info("%s/%s: %s", meta["namespace"], meta["name"], event.message)
-        return outcome
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -59,6 +47,19 @@ def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 8
+        threads = [threading.Thread(target=controller.resync_forever, args=(stop,),
+                                    name="resync", daemon=True)]
+        for namespace in config.namespaces or (None,):
+            threads.append(threading.Thread(
+                target=kube.watch_pods, args=(namespace, on_pod, stop),
+                name=f"pods-{namespace or 'all'}", daemon=True))
+        for thread in threads:
+            thread.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def shutdown(**_: Any) -> None:
+        stop.set()
+        pod_workers.shutdown(wait=False, cancel_futures=True)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -71,34 +72,40 @@ def build_registry(config: Settings, kube: k8s.Kube) -> kopf.OperatorRegistry:
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, field="spec", registry=registry)
-    def on_spec(body: kopf.Body, **_: Any) -> None:
-        run(body, full=True)
+    def on_spec(meta: kopf.Meta, **_: Any) -> None:
+        controller.reconcile(str(meta["namespace"]), str(meta["name"]))
 
-    @kopf.timer(*resource, interval=config.resync_seconds, sharp=False, registry=registry)
-    def resync(body: kopf.Body, **_: Any) -> None:
-        run(body, full=True)
+    @kopf.on.event(*resource, registry=registry)
+    def on_model(meta: kopf.Meta, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            controller.forget(str(meta["namespace"]), str(meta["name"]))
 
     @kopf.on.event("apps", "v1", "deployments", labels={labels.MANAGED_BY: labels.MANAGER},
                    registry=registry)
     @kopf.on.event("", "v1", "services", labels={labels.MANAGED_BY: labels.MANAGER},
                    registry=registry)
     def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """A child changed or was deleted: refresh status and put back what is missing.
-        (The initial listing is covered by resume; hand edits of fields are undone by the
-        full reconcile of the periodic resync.)"""
-        if type is None or (type == "MODIFIED" and body.get("kind") == "Service"):
+        """A child changed or was deleted: repair it and refresh status. Our own writes
+        arrive here too; they find nothing to do. (The initial listing is covered by
+        resume.)"""
+        if type is None:
             return
         meta = body["metadata"]
         model = meta.get("labels", {}).get(labels.MODEL)
-        if not model:
-            return
-        run({"metadata": {"namespace": meta["namespace"], "name": model}}, full=False)
+        if model:
+            controller.reconcile(meta["namespace"], model, coalesce=True)
 
-    return registry
+    def on_pod(event_type: str, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata", {})
+        model = (meta.get("labels") or {}).get(labels.MODEL)
+        if model and status.pod_needs_attention(event_type, pod):
+            pod_workers.submit(controller.reconcile, meta["namespace"], model, True)
+
+    return registry, controller
 
 
 def run_operator(settings: Settings) -> None:
     kube = k8s.Kube(k8s.api_client(), settings.field_manager)
-    registry = build_registry(settings, kube)
+    registry, _ = build_registry(settings, kube)
     kopf.run(registry=registry, standalone=True, clusterwide=not settings.namespaces,
              namespaces=settings.namespaces, liveness_endpoint=settings.liveness_endpoint)

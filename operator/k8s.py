@@ -7,11 +7,16 @@ ownership of the fields we set, so hand edits of those fields are undone.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
+import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
@@ -35,6 +40,7 @@ def api_client() -> client.ApiClient:
 class Kube:
     def __init__(self, api: client.ApiClient, field_manager: str) -> None:
         self.field_manager = field_manager
+        self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
             "Deployment": self.dynamic.resources.get(api_version="apps/v1", kind="Deployment"),
@@ -99,6 +105,74 @@ class Kube:
                 content_type="application/merge-patch+json")
         except NotFoundError:
             log.info("BatModel %s/%s is gone; status not written", namespace, name)
+
+
+    def post_event(self, about: Obj, type_: str, reason: str, message: str) -> None:
+        """An Event on the BatModel (core/v1, as kubectl describe shows them). Posting is
+        best effort: a failure is logged, never raised into a reconcile."""
+        meta = about["metadata"]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": labels.API_VERSION, "kind": labels.KIND,
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid", "")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": labels.MANAGER},
+            "reportingComponent": labels.MANAGER,
+            "reportingInstance": os.environ.get("HOSTNAME", labels.MANAGER)[:128],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - best effort
+            log.warning("Posting the event %r on %s/%s failed: %s", reason, meta["namespace"],
+                        meta["name"], str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+
+    def watch_pods(self, namespace: str | None, on_pod: Callable[[str, Obj], None],
+                   stop: threading.Event, timeout: int = 300) -> None:
+        """Follow the pods of the operator's Deployments (label-selected on the server, so
+        other pods cost nothing) until ``stop``; ``on_pod(type, pod)`` for each change.
+        Resumes from the last resourceVersion; after an error, reconnects with back-off."""
+        selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
+        resource_version: str | None = None
+        backoff = 1.0
+        while not stop.is_set():
+            watcher = watch.Watch()
+            kwargs: dict[str, Any] = {"label_selector": selector, "timeout_seconds": timeout,
+                                      "_request_timeout": timeout + 30, "allow_watch_bookmarks": True}
+            if resource_version:
+                kwargs["resource_version"] = resource_version
+            if namespace:
+                method: Any = self.core.list_namespaced_pod
+                kwargs["namespace"] = namespace
+            else:
+                method = self.core.list_pod_for_all_namespaces
+            try:
+                for event in watcher.stream(method, **kwargs):
+                    if stop.is_set():
+                        watcher.stop()
+                        return
+                    pod: Obj = event["raw_object"]
+                    resource_version = pod.get("metadata", {}).get("resourceVersion", resource_version)
+                    if event["type"] == "ERROR":
+                        raise ApiException(status=pod.get("code"), reason=pod.get("message"))
+                    if event["type"] != "BOOKMARK":
+                        on_pod(event["type"], pod)
+                    backoff = 1.0
+            except ApiException as exc:
+                if exc.status == 410:  # too old: start again from the current state
+                    resource_version = None
+                    continue
+                log.warning("Watching pods failed, again in %.0fs: %s %s", backoff, exc.status, exc.reason)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
+            except Exception as exc:  # noqa: BLE001 - connection errors: one line, retried
+                log.warning("Watching pods failed, again in %.0fs: %s: %s", backoff,
+                            type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
 
 
 def _message(exc: DynamicApiError) -> str:

@@ -24,6 +24,9 @@ MODEL_VERSION: Final = f"{GROUP}/version"
 TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 """Annotation on the pod template (and so on its pods): which revision a pod runs."""
 
+DESIRED_HASH: Final = f"{GROUP}/desired-hash"
+"""Annotation on every child: digest of the object as the operator last wanted it."""
+
 MANAGER: Final = "batcomputer-operator"
 
 

@@ -1,7 +1,10 @@
-"""One level-based reconcile: desired -> apply -> prune -> observe -> status.
+"""One level-based reconcile: desired -> apply what differs -> prune -> observe -> status.
 
 The same function runs on create, update, resume, the periodic resync and on
-changes to a child, so the outcome depends only on the spec and what exists.
+changes to a child or pod, so the outcome depends only on the spec and what exists.
+A child is applied only when it is missing, was made from another spec (its
+desired-hash annotation differs) or was edited by hand (`drift.differences`); an
+unchanged model costs reads only, and the operator's own writes cause no further work.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from batcomputer.operator import desired, labels, spec, status
+from batcomputer.operator import desired, drift, labels, spec, status
 from batcomputer.operator.errors import Rejected
 from batcomputer.operator.settings import Settings
 
@@ -48,8 +51,7 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bool = True) -> Outcome:
-    """``full`` applies every child (drift repair); otherwise only missing or changed ones."""
+def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     meta = body["metadata"]
     previous: Obj = dict(body.get("status") or {})
     try:
@@ -68,7 +70,7 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bo
     try:
         for obj in desired.versioned_children(model, settings):
             key = (obj["kind"], obj["metadata"]["name"])
-            applied[key] = _apply(api, obj, existing.get(key), events, full)
+            applied[key] = _apply(api, obj, existing.get(key), events)
     except Rejected as exc:
         # Keep everything else as it is (no pruning on a half-applied spec).
         outcome = Outcome(status.invalid_status(model.generation, [str(exc)], previous, now(),
@@ -90,15 +92,19 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bo
     if current is not None:
         major = current["spec"].get("selector", {}).get(labels.MAJOR, "")
         current_major = int(major) if major.isdigit() else None
-    serving = status.serving_version(model, current_major, versions)
+    target = status.serving_version(model, current_major, versions)
+    # What the stable Service's pods run now: within a MAJOR, the old version until the
+    # new one has replaced every pod. "Promoted" is said when that changes.
+    serving = status.served_by(versions, target.major)
     before = current["metadata"].get("labels", {}).get(labels.MODEL_VERSION) if current else None
-    applied[stable_key] = _apply(api, desired.stable_service(model, serving), current, events, full,
+    applied[stable_key] = _apply(api, desired.stable_service(model, target, serving), current, events,
                                  announce=False)
     if current is None:
-        events.append(Event("Normal", "Created", f"Created stable Service {model.name} -> {serving.version}"))
-    elif before != str(serving.version):
+        events.append(Event("Normal", "Created", f"Created stable Service {model.name} -> MAJOR "
+                                                 f"{target.major} ({target.version})"))
+    elif serving and before and before != serving:
         events.append(Event("Normal", "Promoted",
-                            f"Stable Service {model.name} now routes to {serving.version} (was {before})"))
+                            f"Stable Service {model.name} now routes to {serving} (was {before})"))
 
     for key, obj in existing.items():
         if key not in applied:
@@ -106,46 +112,50 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings, *, full: bo
             retired = obj["metadata"].get("labels", {}).get(labels.MODEL_VERSION, "")
             events.append(Event("Normal", "Deleted", f"Deleted {key[0]} {key[1]} (retired {retired})"))
 
-    new_status = status.model_status(model, versions, serving, previous, now(), settings)
+    new_status = status.model_status(model, versions, target, previous, now(), settings)
     events += _transitions(previous, new_status)
     if _changed(previous, new_status):
         api.patch_status(model.namespace, model.name, new_status)
     return Outcome(new_status, events)
 
 
-def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], full: bool,
-           announce: bool = True) -> Obj:
+def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], announce: bool = True) -> Obj:
+    """Apply ``obj`` if ``live`` is missing, from another spec, or edited by hand."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     version = obj["metadata"]["labels"].get(labels.MODEL_VERSION, "")
-    live_version = (live or {}).get("metadata", {}).get("labels", {}).get(labels.MODEL_VERSION)
-    if live is not None and not full and live_version == version:
+    if live is None:
+        result = api.apply(obj)
+        if announce:
+            events.append(Event("Normal", "Created", f"Created {kind} {name} for {version}"))
+        return result
+    live_version = live.get("metadata", {}).get("labels", {}).get(labels.MODEL_VERSION)
+    if desired.desired_hash(live) != desired.desired_hash(obj):
+        # Made from another spec: an update the admin asked for, not a repair.
+        result = api.apply(obj)
+        if announce and live_version != version:
+            verb = "Rolling" if kind == "Deployment" else "Updated"
+            detail = f"from {live_version} to {version}" if kind == "Deployment" else f"for {version}"
+            events.append(Event("Normal", "Updated", f"{verb} {kind} {name} {detail}"))
+        return result
+    edited = drift.differences(obj, live)
+    if not edited:
         return live
     result = api.apply(obj)
-    if not announce:
-        return result
-    if live is None:
-        events.append(Event("Normal", "Created", f"Created {kind} {name} for {version}"))
-    elif live_version != version and kind == "Deployment":
-        events.append(Event("Normal", "Updated", f"Rolling {kind} {name} from {live_version} to {version}"))
-    elif live_version != version:
-        events.append(Event("Normal", "Updated", f"Updated {kind} {name} for {version}"))
-    elif _drifted(live, result):
-        events.append(Event("Normal", "Repaired", f"Restored {kind} {name} (changed by hand)"))
+    # Server-side apply leaves an object whose only "difference" was a normalised value
+    # untouched: then nobody edited it.
+    if result["metadata"].get("resourceVersion") != live["metadata"].get("resourceVersion"):
+        fields = ", ".join(edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
+        events.append(Event("Warning", "Repaired", f"Restored {kind} {name}: {fields} changed by hand"))
     return result
 
 
 def _rolled_out(deployment: Obj) -> bool:
+    """The Deployment's own status says every replica is updated and available."""
     st = deployment.get("status") or {}
     want = deployment.get("spec", {}).get("replicas", 1)
     return bool(st.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1)
                 and st.get("replicas", 0) == st.get("updatedReplicas", 0) == want
                 and st.get("readyReplicas", 0) == st.get("availableReplicas", 0) == want)
-
-
-def _drifted(live: Obj, result: Obj) -> bool:
-    if live["kind"] == "Deployment":
-        return bool(live["metadata"].get("generation") != result["metadata"].get("generation"))
-    return bool(live["metadata"].get("resourceVersion") != result["metadata"].get("resourceVersion"))
 
 
 def _changed(previous: Obj, new: Obj) -> bool:

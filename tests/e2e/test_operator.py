@@ -77,8 +77,8 @@ def test_v1_creates_children_becomes_ready_and_predicts(
     assert st["versions"][0] | {"message": ""} == {
         "version": "1.0.0", "major": 1, "deployment": "crime-v1", "service": "crime-v1",
         "endpoint": f"http://crime-v1.{namespace}.svc/api/predict", "replicas": 2,
-        "readyReplicas": 2, "updatedReplicas": 2, "phase": "Ready", "reason": "Available",
-        "message": ""}
+        "readyReplicas": 2, "updatedReplicas": 2, "serving": "1.0.0", "rolledOut": True,
+        "phase": "Ready", "reason": "Available", "message": ""}
     assert st["serving"] == st["promoted"] == "1.0.0"
     got = predict(control_plane, namespace, "crime-v1", KENT)
     assert got.status_code == 200 and set(got.json()) == {"not_caught", "caught"}
@@ -163,7 +163,7 @@ def test_a_bad_version_never_takes_traffic_from_a_good_one(
     bm = wait_for(lambda: degraded(kubectl, namespace), timeout=60, what="Degraded")
     v1 = bm["status"]["versions"][0]
     assert v1["phase"] == "Degraded" and v1["reason"] in ("CrashLoopBackOff", "ContainerFailed")
-    assert expected in v1["message"].lower() and "previous version keep serving" in v1["message"]
+    assert expected in v1["message"].lower() and "2 pods of 1.1.0 keep serving" in v1["message"]
     assert expected in condition(bm, "Degraded")["message"].lower()
     assert condition(bm, "Ready")["status"] == "False"
     # The 1.1.0 pods still answer behind the crime-v1 Service.

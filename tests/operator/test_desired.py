@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import semver
 
 from batcomputer.operator import desired, labels
@@ -104,11 +106,29 @@ def test_services() -> None:
     assert svc["metadata"]["name"] == "crime-v1"
     assert svc["spec"]["selector"] == {"batcomputer.io/model": "crime", "batcomputer.io/major": "1"}
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
-    stable = desired.stable_service(MODEL, V2)
+    stable = desired.stable_service(MODEL, V2, "2.0.0")
     assert stable["metadata"]["name"] == "crime"
     assert stable["spec"]["selector"] == {"batcomputer.io/model": "crime", "batcomputer.io/major": "2"}
     assert stable["metadata"]["labels"][labels.MODEL_VERSION] == "2.0.0"
     assert stable["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    # Mid-roll the label says what the pods run, not what the spec asks for.
+    assert desired.stable_service(MODEL, V2, "")["metadata"]["labels"][labels.MODEL_VERSION] == ""
+
+
+def test_every_child_records_the_digest_of_what_was_wanted() -> None:
+    first = desired.versioned_children(MODEL, SETTINGS)
+    again = desired.versioned_children(MODEL, SETTINGS)
+    assert [desired.desired_hash(o) for o in first] == [desired.desired_hash(o) for o in again]
+    assert all(desired.desired_hash(o) for o in first)
+    more = dataclasses.replace(MODEL, replicas=MODEL.replicas + 1)
+    assert desired.desired_hash(desired.deployment(more, V1, SETTINGS)) != desired.desired_hash(first[0])
+
+
+def test_server_pods_drain_before_they_stop() -> None:
+    spec = desired.deployment(MODEL, V1, SETTINGS)["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": desired.DRAIN_SECONDS}}}
+    assert spec["terminationGracePeriodSeconds"] > desired.DRAIN_SECONDS + 20  # + gunicorn's graceful 20 s
 
 
 def test_versioned_children_and_endpoint() -> None:

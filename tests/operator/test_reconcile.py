@@ -80,12 +80,12 @@ def test_minor_bump_updates_the_same_deployment() -> None:
     assert not api.deleted
 
 
-def test_deleted_child_is_restored_even_in_quick_mode() -> None:
+def test_deleted_child_is_restored_and_nothing_else_is_written() -> None:
     api = FakeApi()
     reconcile(body("1.0.0"), api, S)
     del api.objects[("Deployment", "crime-v1")]
     before = api.applies
-    outcome = reconcile(body("1.0.0"), api, S, full=False)
+    outcome = reconcile(body("1.0.0"), api, S)
     assert ("Deployment", "crime-v1") in api.objects
     assert api.applies == before + 1  # only the missing Deployment
     assert any(e.message == "Created Deployment crime-v1 for 1.0.0" for e in outcome.events)
@@ -95,9 +95,10 @@ def test_promotion_waits_until_the_promoted_version_is_ready() -> None:
     api = FakeApi()
     reconcile(body("1.0.0"), api, S)
     reconcile(body("1.0.0", "2.0.0", promoted="2.0.0"), api, S)
-    # Nothing is Ready in the fake, so the stable Service keeps routing to v1.
+    # Nothing is Ready in the fake, so the stable Service keeps routing to v1 (whose pods
+    # are not ready either: nothing serves yet).
     assert api.objects[("Service", "crime")]["spec"]["selector"]["batcomputer.io/major"] == "1"
-    assert api.status is not None and api.status["serving"] == "1.0.0"
+    assert api.status is not None and api.status["serving"] == ""
 
 
 def test_invalid_spec_changes_nothing_and_says_why() -> None:
@@ -130,3 +131,61 @@ def test_objects_the_api_server_rejects_are_reported_not_retried_blindly() -> No
     degraded = next(c for c in api.status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "Rejected" and "requests must be <= limits" in degraded["message"]
     assert outcome.events[-1].type == "Warning"
+
+
+def test_an_unchanged_model_costs_no_writes() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0", "2.0.0"), api, S)
+    applies, status = api.applies, api.status
+    again = body("1.0.0", "2.0.0")
+    again["status"] = status
+    api.status = None
+    outcome = reconcile(again, api, S)
+    assert api.applies == applies and outcome.events == [] and api.status is None
+
+
+def test_a_hand_edit_is_repaired_with_one_warning_naming_the_field() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    api.objects[("Deployment", "crime-v1")]["spec"]["replicas"] = 0
+    api.objects[("Service", "crime")]["spec"]["selector"]["batcomputer.io/major"] = "9"
+    outcome = reconcile(body("1.0.0"), api, S)
+    assert api.objects[("Deployment", "crime-v1")]["spec"]["replicas"] == 1
+    assert api.objects[("Service", "crime")]["spec"]["selector"]["batcomputer.io/major"] == "1"
+    repaired = [e for e in outcome.events if e.reason == "Repaired"]
+    assert [(e.type, e.message) for e in repaired] == [
+        ("Warning", "Restored Deployment crime-v1: spec.replicas changed by hand"),
+        ("Warning", "Restored Service crime: spec.selector.batcomputer.io/major changed by hand")]
+    assert [e for e in reconcile(body("1.0.0"), api, S).events if e.reason == "Repaired"] == []
+
+
+def test_a_spec_change_is_an_update_not_a_repair() -> None:
+    api = FakeApi()
+    reconcile(body("1.0.0"), api, S)
+    more = body("1.0.0", generation=2)
+    more["spec"]["replicas"] = 2
+    outcome = reconcile(more, api, S)
+    assert api.objects[("Deployment", "crime-v1")]["spec"]["replicas"] == 2
+    assert not [e for e in outcome.events if e.reason == "Repaired"]
+
+
+def test_a_value_the_api_server_normalises_is_not_reported_as_a_hand_edit() -> None:
+    class Normalising(FakeApi):
+        """Stores CPU as the API server does and, like SSA, changes nothing on a no-op."""
+
+        def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+            key = (obj["kind"], obj["metadata"]["name"])
+            old = self.objects.get(key)
+            if old is not None and old["metadata"]["annotations"] == obj["metadata"]["annotations"]:
+                return old
+            stored = super().apply(obj)
+            if obj["kind"] == "Deployment":
+                stored["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "500m"
+            return stored
+
+    api = Normalising()
+    half = body("1.0.0")
+    half["spec"]["resources"] = {"requests": {"cpu": "0.5"}}
+    reconcile(half, api, S)
+    outcome = reconcile(half, api, S)
+    assert not [e for e in outcome.events if e.reason == "Repaired"]

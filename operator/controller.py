@@ -1,0 +1,126 @@
+"""Runs reconciles for kopf's handlers, the pod watch and the resync loop, one model at a time.
+
+- One reconcile at a time per model (a lock each); bursts of child and pod events
+  coalesce: while one reconcile waits for the lock, further "quick" requests for that
+  model are dropped, since the waiting one reads everything afresh.
+- A failure (API server down, a write refused) is one log line with its cause (the
+  traceback only at debug level) and a retry after 1 s, doubling to 30 s (`Schedule`).
+- Events pass through an `EventGate`: the same line once, no floods.
+- A BatModel being deleted (foreground deletion) is shown as Terminating.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from batcomputer.operator import reconcile as reconciling
+from batcomputer.operator import status
+from batcomputer.operator.events import EventGate
+from batcomputer.operator.reconcile import Event
+from batcomputer.operator.schedule import Key, Schedule
+from batcomputer.operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class Api(Protocol):
+    """reconcile's `Api`, and reading the BatModel itself (batcomputer.operator.k8s.Kube)."""
+
+    def batmodel(self, namespace: str, name: str) -> Obj | None: ...
+    def apply(self, obj: Obj) -> Obj: ...
+    def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]: ...
+    def pods(self, namespace: str, model: str) -> list[Obj]: ...
+    def delete(self, obj: Obj) -> None: ...
+    def patch_status(self, namespace: str, name: str, status: Obj) -> None: ...
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure: the API's own message where there is one."""
+    for attr in ("summary", "reason"):
+        value = getattr(exc, attr, None)
+        if callable(value):
+            value = value()
+        if value:
+            status_code = getattr(exc, "status", None)
+            return f"{type(exc).__name__} {status_code or ''}: {value}".replace(" :", ":")
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
+class Controller:
+    def __init__(self, api: Api, settings: Settings, post: Callable[[Obj, Event], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.settings = settings
+        self.post = post
+        self.clock = clock
+        self.schedule = Schedule(settings.resync_seconds)
+        self.gate = EventGate()
+        self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
+        self._waiting: set[Key] = set()
+        self._guard = threading.Lock()
+
+    def reconcile(self, namespace: str, name: str, coalesce: bool = False) -> None:
+        """Reconcile one model now; never raises (failures are retried by the schedule)."""
+        key = (namespace, name)
+        if coalesce:
+            with self._guard:
+                if key in self._waiting:
+                    return
+                self._waiting.add(key)
+        with self._locks[key]:
+            if coalesce:
+                with self._guard:
+                    self._waiting.discard(key)
+            try:
+                exists = self._reconcile(key)
+            except Exception as exc:  # noqa: BLE001 - one line; retried with back-off
+                delay = self.schedule.failed(key, self.clock())
+                log.warning("Reconciling %s/%s failed, retrying in %.0fs: %s", namespace, name,
+                            delay, describe(exc))
+                log.debug("Reconciling %s/%s failed", namespace, name, exc_info=True)
+            else:
+                if exists:
+                    self.schedule.succeeded(key, self.clock())
+
+    def _reconcile(self, key: Key) -> bool:
+        """False when the BatModel is gone."""
+        namespace, name = key
+        body = self.api.batmodel(namespace, name)
+        if body is None:
+            self.forget(namespace, name)
+            return False
+        if body["metadata"].get("deletionTimestamp"):
+            previous = body.get("status") or {}
+            terminating = status.terminating_status(previous, reconciling.now())
+            if terminating != previous:
+                self.api.patch_status(namespace, name, terminating)
+            return True
+        outcome = reconciling.reconcile(body, self.api, self.settings)
+        now = self.clock()
+        for event in outcome.events:
+            if self.gate.allow(namespace, name, event.reason, event.message, now):
+                self.post(body, event)
+                log.info("%s/%s: %s", namespace, name, event.message)
+        return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.schedule.forget((namespace, name))
+        self.gate.forget(namespace, name)
+
+    def resync_forever(self, stop: threading.Event) -> None:
+        """Reconcile each tracked model when the schedule says so, until ``stop``."""
+        while not stop.is_set():
+            for namespace, name in self.schedule.due(self.clock()):
+                if stop.is_set():
+                    return
+                self.reconcile(namespace, name)
+            next_at = self.schedule.next_at()
+            wait = 1.0 if next_at is None else max(0.05, min(next_at - self.clock(), 1.0))
+            stop.wait(wait)
