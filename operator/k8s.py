@@ -98,6 +98,13 @@ class Kube:
             return None
         return found
 
+    def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj:
+        """A merge patch of the BatModel itself (the admin commands' spec changes)."""
+        result: Obj = self.resources[labels.KIND].patch(
+            name=name, namespace=namespace, body=patch,
+            content_type="application/merge-patch+json").to_dict()
+        return result
+
     def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         try:
             self.resources[labels.KIND].status.patch(
@@ -175,6 +182,15 @@ class Kube:
                 backoff = min(backoff * 2, 30)
 
 
+def default_namespace() -> str:
+    """The namespace of the kubeconfig's current context (as kubectl uses), else default."""
+    try:
+        _, active = config.list_kube_config_contexts()
+    except (config.ConfigException, OSError, TypeError):
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
 def _message(exc: DynamicApiError) -> str:
     try:
         return str(json.loads(exc.body or "")["message"])
@@ -182,4 +198,4 @@ def _message(exc: DynamicApiError) -> str:
         return str(exc.summary())
 
 
-__all__ = ["Kube", "Rejected", "api_client"]
+__all__ = ["Kube", "Rejected", "api_client", "default_namespace"]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from batcomputer.operator import desired, drift, labels, spec, status
+from batcomputer.operator import desired, drift, history, labels, spec, status
 from batcomputer.operator.errors import Rejected
 from batcomputer.operator.settings import Settings
 
@@ -113,6 +113,11 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
             events.append(Event("Normal", "Deleted", f"Deleted {key[0]} {key[1]} (retired {retired})"))
 
     new_status = status.model_status(model, versions, target, previous, now(), settings)
+    serving_now = {history.target(v["major"]): str(v.get("serving", "")) for v in versions}
+    serving_now[history.STABLE] = str(new_status["serving"])
+    new_status["history"] = history.update(
+        previous.get("history") or [], serving_now,
+        {str(v.version): {"artifact": v.artifact, "digest": v.digest} for v in model.versions}, now())
     events += _transitions(previous, new_status)
     if _changed(previous, new_status):
         api.patch_status(model.namespace, model.name, new_status)
