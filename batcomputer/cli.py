@@ -15,7 +15,7 @@ from batcomputer.training import cli as training_cli
 
 # The optional dependencies each command needs (pyproject.toml).
 EXTRAS = {"serve": "server", "operator": "operator", "status": "operator", "promote": "operator",
-          "rollback": "operator", "train": "training",
+          "rollback": "operator", "canary": "operator", "train": "training",
           "generate-data": "training", "versions": "training", "testenv": "dev"}
 
 
@@ -61,8 +61,8 @@ def kubectl_plugin(argv: list[str] | None = None) -> int:
     """`kubectl batmodel status|promote|rollback ...`: the admin commands as a kubectl plugin
     (kubectl runs the kubectl-batmodel command this is installed as)."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("status", "promote", "rollback"):
-        print("usage: kubectl batmodel {status,promote,rollback} MODEL [-n NAMESPACE] ...",
+    if not args or args[0] not in ("status", "promote", "rollback", "canary"):
+        print("usage: kubectl batmodel {status,promote,rollback,canary} MODEL [-n NAMESPACE] ...",
               file=sys.stderr)
         return 2
     return main(args)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,12 @@ def choose_runtime() -> tuple[str, str]:
 def install_operator(kubectl: Kubectl) -> None:
     show("$ kubectl apply -k manifests/")
     show(kubectl("apply", "-k", str(REPO / "manifests")).stdout.strip())
+    # This cluster serves pod IPs 10.N.x.y on 127.N.x.y: tell the operator, for the canary
+    # analysis that reads the pods' /metrics (a real cluster needs no such setting).
+    command = ("set", "env", "deployment/batcomputer-operator",
+               "BATCOMPUTER_OPERATOR_POD_ADDRESS_MAP=10.0.0.0/8=127.0.0.0/8")
+    show("$ kubectl -n batcomputer-system " + " ".join(command))
+    kubectl(*command, namespace="batcomputer-system")
     show("$ kubectl -n batcomputer-system rollout status deployment/batcomputer-operator")
     show(kubectl("rollout", "status", "deployment/batcomputer-operator", "--timeout=180s",
                  namespace="batcomputer-system").stdout.strip())
@@ -145,6 +152,64 @@ def show_containers() -> None:
              f"{str(host['ReadonlyRootfs']).lower():<8} "
              f"{str('no-new-privileges' in (host.get('SecurityOpt') or [])).lower():<13} "
              f"{','.join(host.get('CapAdd') or []) or 'none'}")
+
+
+class Traffic(threading.Thread):
+    """Apps calling crime-v1: requests spread over its ready endpoints, as kube-proxy does."""
+
+    def __init__(self, plane: ControlPlane, question: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.plane, self.question, self.stop = plane, question, threading.Event()
+        self.answers: dict[str, int] = {}
+
+    def run(self) -> None:
+        urls: list[str] = []
+        refreshed, i = 0.0, 0
+        while not self.stop.is_set():
+            if time.monotonic() - refreshed > 1:
+                urls, refreshed = service_urls(self.plane, NAMESPACE, "crime-v1") or urls, time.monotonic()
+            if not urls:
+                time.sleep(0.1)
+                continue
+            i += 1
+            try:
+                got = requests.post(urls[i % len(urls)] + "/api/predict", json=self.question, timeout=5)
+                key = got.headers.get("X-Model-Version", "?") if got.ok else f"failed {got.status_code}"
+            except requests.RequestException:
+                key = "failed"
+            self.answers[key] = self.answers.get(key, 0) + 1
+            time.sleep(0.01)
+
+
+def canary_chapter(plane: ControlPlane, kubectl: Kubectl, base: str) -> None:
+    doc = batmodel(base, ["1.2.0", "2.0.0"], "1.2.0")
+    doc["spec"]["rollout"] = {"strategy": "Canary", "steps": [25, 50], "interval": "10s",
+                              "analysis": {"minRequests": 20, "maxErrorRate": 0.01,
+                                           "maxLatencyP99Ms": 100, "maxPredictionShift": 0.4}}
+    traffic = Traffic(plane, QUESTION_V1)
+    traffic.start()
+    apply(kubectl, doc)
+    last, deadline = "", time.monotonic() + 240
+    while time.monotonic() < deadline:
+        bm = json.loads(kubectl("get", "bm", "crime", "-o", "json", namespace=NAMESPACE).stdout)
+        canaries = bm.get("status", {}).get("canaries") or []
+        line = canaries[0].get("message", "") if canaries else f"serving {bm['status'].get('serving')}"
+        if line != last:
+            show(f"... {line}")
+            last = line
+        if canaries and canaries[0].get("phase") == "Aborted":
+            raise SystemExit(f"the canary was aborted: {line}")
+        if not canaries and bm["status"].get("serving") == "1.2.0":
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit(f"the canary did not complete: {last}")
+    traffic.stop.set()
+    traffic.join()
+    show(f"answers during the canary, by version: {json.dumps(traffic.answers, sort_keys=True)}")
+    show("$ batcomputer status crime -n demo")
+    subprocess.run([BATCOMPUTER, "status", "crime", "-n", NAMESPACE], check=True,
+                   env={**os.environ, "KUBECONFIG": str(plane.kubeconfig_path)})
 
 
 def stop_previous() -> None:
@@ -197,6 +262,7 @@ def main() -> int:
         run("generate-data", str(data))
     trainings = {"1.0.0": [],
                  "1.1.0": ["--param", "max_depth=12"],
+                 "1.2.0": ["--param", "max_depth=14"],
                  "2.0.0": ["--features", "force,crime,month,place"]}
     for version, extra in trainings.items():
         if (registry / "crime" / version / "metadata.json").is_file():
@@ -239,6 +305,10 @@ def main() -> int:
                  namespace=NAMESPACE).stdout.strip())
     wait_ready(kubectl)
     predict(plane, "crime", QUESTION_V1)
+    step("Canary: MINOR 1.2.0 takes 25 %, then 50 % of crime-v1's traffic, judged on its "
+         "metrics at each step, then completes on its own pods")
+    canary_chapter(plane, kubectl, base)
+
     show("$ kubectl get events -n demo --field-selector involvedObject.kind=BatModel")
     show(kubectl("get", "events", "--field-selector", "involvedObject.kind=BatModel",
                  "--sort-by=.lastTimestamp", namespace=NAMESPACE).stdout.rstrip())

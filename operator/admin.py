@@ -71,6 +71,17 @@ def rollback_patch(bm: Mapping[str, Any], major: int | None = None) -> tuple[dic
     return patch, what
 
 
+CANARY_ANNOTATION = "batcomputer.io/canary"
+
+
+def canary_patch(bm: Mapping[str, Any], action: str) -> dict[str, Any]:
+    """Decide a running canary by hand: promote (complete it now) or abort."""
+    running = [c for c in (bm.get("status") or {}).get("canaries") or [] if c.get("phase") == "Running"]
+    if not running:
+        raise AdminError(f"{bm['metadata']['name']} has no canary running")
+    return {"metadata": {"annotations": {CANARY_ANNOTATION: action}}}
+
+
 def render_status(bm: Mapping[str, Any], history_lines: int = 8) -> str:
     meta, st = bm["metadata"], bm.get("status") or {}
     conditions = {c["type"]: c for c in st.get("conditions") or []}
@@ -89,6 +100,11 @@ def render_status(bm: Mapping[str, Any], history_lines: int = 8) -> str:
     for v in st.get("versions") or []:
         if v["phase"] != "Ready":
             lines.append(f"  {v['version']}: {v['reason']}: {v['message']}")
+    for c in st.get("canaries") or []:
+        lines.append(f"  canary MAJOR {c['major']}: {c['current']} -> {c['candidate']} {c['phase']}, "
+                     f"{c.get('message', '')}")
+        if c.get("figures"):
+            lines.append("    last step: " + ", ".join(f"{k} {v}" for k, v in c["figures"].items()))
     for kind in ("Ready", "Progressing", "Degraded"):
         if kind in conditions:
             c = conditions[kind]

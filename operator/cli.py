@@ -56,6 +56,12 @@ def register_admin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     rollback.add_argument("--major", type=int, default=None,
                           help="roll back this MAJOR's version instead of the stable endpoint")
     rollback.set_defaults(func=cmd_rollback)
+    decide = sub.add_parser("canary", help="decide a running canary by hand: promote or abort",
+                            description="Complete a running canary now (promote) or end it, all "
+                                        "traffic back to the current version (abort).")
+    common(decide)
+    decide.add_argument("action", choices=("promote", "abort"))
+    decide.set_defaults(func=cmd_canary)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +101,15 @@ def cmd_promote(args: argparse.Namespace) -> int:
     kube.patch_batmodel(namespace, args.model, promote_patch(bm, args.version))
     print(f"Promoted {args.version} for {namespace}/{args.model}; the stable endpoint moves "
           f"once it is Ready (batcomputer status {args.model} -n {namespace})")
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    from batcomputer.operator.admin import canary_patch
+
+    kube, namespace, bm = _connect(args)
+    kube.patch_batmodel(namespace, args.model, canary_patch(bm, args.action))
+    print(f"Asked the operator to {args.action} the canary of {namespace}/{args.model}")
     return 0
 
 

@@ -37,8 +37,10 @@ class Api(Protocol):
     def apply(self, obj: Obj) -> Obj: ...
     def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]: ...
     def pods(self, namespace: str, model: str) -> list[Obj]: ...
-    def delete(self, obj: Obj) -> None: ...
+    def delete(self, obj: Obj, orphan: bool = False) -> None: ...
     def patch_status(self, namespace: str, name: str, status: Obj) -> None: ...
+    def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def pod_metrics(self, pod: Obj) -> str | None: ...
 
 
 def describe(exc: BaseException) -> str:
@@ -79,7 +81,7 @@ class Controller:
                 with self._guard:
                     self._waiting.discard(key)
             try:
-                exists = self._reconcile(key)
+                exists, requeue = self._reconcile(key)
             except Exception as exc:  # noqa: BLE001 - one line; retried with back-off
                 delay = self.schedule.failed(key, self.clock())
                 log.warning("Reconciling %s/%s failed, retrying in %.0fs: %s", namespace, name,
@@ -88,27 +90,29 @@ class Controller:
             else:
                 if exists:
                     self.schedule.succeeded(key, self.clock())
+                if exists and requeue is not None:
+                    self.schedule.soon(key, self.clock() + requeue)
 
-    def _reconcile(self, key: Key) -> bool:
-        """False when the BatModel is gone."""
+    def _reconcile(self, key: Key) -> tuple[bool, float | None]:
+        """(False when the BatModel is gone, how soon to look again)."""
         namespace, name = key
         body = self.api.batmodel(namespace, name)
         if body is None:
             self.forget(namespace, name)
-            return False
+            return False, None
         if body["metadata"].get("deletionTimestamp"):
             previous = body.get("status") or {}
             terminating = status.terminating_status(previous, reconciling.now())
             if terminating != previous:
                 self.api.patch_status(namespace, name, terminating)
-            return True
+            return True, None
         outcome = reconciling.reconcile(body, self.api, self.settings)
         now = self.clock()
         for event in outcome.events:
             if self.gate.allow(namespace, name, event.reason, event.message, now):
                 self.post(body, event)
                 log.info("%s/%s: %s", namespace, name, event.message)
-        return True
+        return True, outcome.requeue_after
 
     def forget(self, namespace: str, name: str) -> None:
         self.schedule.forget((namespace, name))

@@ -52,7 +52,8 @@ def artifact_location(version: VersionSpec) -> tuple[str, list[dict[str, Any]], 
             [{"name": volume, "mountPath": mount, "readOnly": True}])
 
 
-def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> dict[str, Any]:
+def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
+               paused: bool = False) -> dict[str, Any]:
     name = child_name(model.name, version.major)
     pod_labels = labels.for_version(model.name, version.major, str(version.version))
     artifact, volumes, mounts = artifact_location(version)
@@ -104,6 +105,7 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
         },
     }
     template["metadata"]["annotations"][labels.TEMPLATE_HASH] = _digest(template)
+    spec_extra: dict[str, Any] = {"paused": True} if paused else {}
     return _with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -118,8 +120,30 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings) -> di
             "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "revisionHistoryLimit": 3,
             "template": template,
+            **spec_extra,
         },
     })
+
+
+def canary_name(model: str, major: int) -> str:
+    return f"{child_name(model, major)}-canary"
+
+
+def canary_deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
+                      replicas: int) -> dict[str, Any]:
+    """``<model>-v<M>-canary``: the candidate beside the MAJOR's Deployment. Its pod template
+    is exactly the one the MAJOR's Deployment will have after the canary, so that Deployment
+    can adopt its pods; its selector adds the version, so the two never claim each other's
+    pods while both exist."""
+    obj = deployment(model, version, settings)
+    name = canary_name(model.name, version.major)
+    obj["metadata"]["name"] = name
+    obj["metadata"]["labels"] = {**obj["metadata"]["labels"], labels.COMPONENT: "canary"}
+    obj["metadata"]["annotations"] = {}
+    obj["spec"]["replicas"] = replicas
+    obj["spec"]["selector"] = {"matchLabels": {**labels.pod_selector(model.name, version.major),
+                                               labels.MODEL_VERSION: str(version.version)}}
+    return _with_hash(obj)
 
 
 def _digest(obj: dict[str, Any]) -> str:

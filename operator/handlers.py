@@ -105,7 +105,7 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
 
 
 def run_operator(settings: Settings) -> None:
-    kube = k8s.Kube(k8s.api_client(), settings.field_manager)
+    kube = k8s.Kube(k8s.api_client(), settings.field_manager, settings.pod_address_map)
     registry, _ = build_registry(settings, kube)
     kopf.run(registry=registry, standalone=True, clusterwide=not settings.namespaces,
              namespaces=settings.namespaces, liveness_endpoint=settings.liveness_endpoint)

@@ -34,9 +34,11 @@ def _entry(target_: str, version: str, since: str, how: str,
 
 def update(history: Sequence[Mapping[str, Any]], serving: Mapping[str, str],
            spec_versions: Mapping[str, Mapping[str, Any]], now: str,
-           limit: int = MAX_ENTRIES) -> list[dict[str, Any]]:
+           limit: int = MAX_ENTRIES, how: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """``serving``: target ("v1", "v2", "stable") -> the version it serves now ("" for
-    none). ``spec_versions``: version -> its spec entry (artifact, digest)."""
+    none). ``spec_versions``: version -> its spec entry (artifact, digest). ``how``: target
+    -> how a version that starts serving it now got there, when the caller knows better
+    (a canary)."""
     out = [dict(e) for e in history]
     open_ = {e["target"]: e for e in out if not e.get("until")}
     for name, entry in open_.items():
@@ -54,12 +56,12 @@ def update(history: Sequence[Mapping[str, Any]], serving: Mapping[str, str],
             continue
         previous = next((e for e in reversed(out) if e["target"] == name), None)
         if previous is None:
-            how = "first served"
+            how_ = "first served"
         elif name != STABLE or previous["version"].split(".")[0] == version.split(".")[0]:
-            how = "rolled out" if name != STABLE else "rolled out within its MAJOR"
+            how_ = "rolled out" if name != STABLE else "rolled out within its MAJOR"
         else:
-            how = "promoted"
-        out.append(_entry(name, version, now, how, spec_versions))
+            how_ = "promoted"
+        out.append(_entry(name, version, now, (how or {}).get(name, how_), spec_versions))
     closed = [e for e in out if e.get("until")]
     while len(out) > limit and closed:
         out.remove(closed.pop(0))

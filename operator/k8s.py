@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
 import threading
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 
 from batcomputer.operator import labels
+from batcomputer.operator.desired import SERVER_PORT
 from batcomputer.operator.errors import Rejected
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,10 @@ def api_client() -> client.ApiClient:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+    def __init__(self, api: client.ApiClient, field_manager: str,
+                 pod_address_map: tuple[tuple[str, str], ...] = ()) -> None:
         self.field_manager = field_manager
+        self.pod_address_map = pod_address_map
         self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
@@ -83,13 +88,29 @@ class Kube:
     def pods(self, namespace: str, model: str) -> list[Obj]:
         return self.list_objects("Pod", namespace, f"{labels.MODEL}={model}")
 
-    def delete(self, obj: Obj) -> None:
+    def delete(self, obj: Obj, orphan: bool = False) -> None:
+        """Delete a child; its dependents (ReplicaSets, pods) go too unless ``orphan``."""
         meta = obj["metadata"]
         with contextlib.suppress(NotFoundError):
             self.resources[obj["kind"]].delete(
                 name=meta["name"], namespace=meta["namespace"],
-                body={"propagationPolicy": "Background",
+                body={"propagationPolicy": "Orphan" if orphan else "Background",
                       "preconditions": {"uid": meta["uid"]}})
+
+    def pod_metrics(self, pod: Obj) -> str | None:
+        """A server pod's /metrics (not the Kubernetes API: the pod itself, at its IP, or at
+        the address the pod-address map gives it in a local cluster). None if unreachable."""
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return None
+        host = map_address(ip, self.pod_address_map)
+        try:
+            with urllib.request.urlopen(f"http://{host}:{SERVER_PORT}/metrics", timeout=3) as got:
+                text: str = got.read(4 * 1024 * 1024).decode(errors="replace")
+                return text
+        except (OSError, ValueError) as exc:
+            log.info("Reading metrics of pod %s failed: %s", pod["metadata"].get("name"), exc)
+            return None
 
     def batmodel(self, namespace: str, name: str) -> Obj | None:
         try:
@@ -180,6 +201,17 @@ class Kube:
                             type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30)
+
+
+def map_address(ip: str, mapping: tuple[tuple[str, str], ...]) -> str:
+    """``ip`` moved from the first network of ``mapping`` that holds it onto its target
+    network (10.200.0.5 with 10.0.0.0/8=127.0.0.0/8 -> 127.200.0.5); unchanged otherwise."""
+    address = ipaddress.ip_address(ip)
+    for source, target in mapping:
+        src, dst = ipaddress.ip_network(source), ipaddress.ip_network(target)
+        if address in src:
+            return str(dst.network_address + (int(address) - int(src.network_address)))
+    return ip
 
 
 def default_namespace() -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from batcomputer.operator import desired, drift, history, labels, spec, status
+from batcomputer.operator import analysis, canary, desired, drift, history, labels, spec, status
 from batcomputer.operator.errors import Rejected
 from batcomputer.operator.settings import Settings
 
@@ -30,8 +31,10 @@ class Api(Protocol):
     def apply(self, obj: Obj) -> Obj: ...
     def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]: ...
     def pods(self, namespace: str, model: str) -> list[Obj]: ...
-    def delete(self, obj: Obj) -> None: ...
+    def delete(self, obj: Obj, orphan: bool = False) -> None: ...
     def patch_status(self, namespace: str, name: str, status: Obj) -> None: ...
+    def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj: ...
+    def pod_metrics(self, pod: Obj) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Event:
 class Outcome:
     status: Obj
     events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    """Reconcile again this soon (a canary step is due), not only at the next resync."""
 
 
 def now() -> str:
@@ -67,8 +72,13 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     events: list[Event] = []
     existing = api.children(model.namespace, model.name, model.uid)
     applied: dict[tuple[str, str], Obj] = {}
+    canaries = {int(c["major"]): c for c in previous.get("canaries") or []}
+    pods: list[Obj] | None = None
+    if model.rollout.canary or canaries:
+        pods = api.pods(model.namespace, model.name)
+    plans = _canary_plans(model, api, previous, canaries, existing, pods or [])
     try:
-        for obj in desired.versioned_children(model, settings):
+        for obj in _children(model, settings, plans):
             key = (obj["kind"], obj["metadata"]["name"])
             applied[key] = _apply(api, obj, existing.get(key), events)
     except Rejected as exc:
@@ -82,9 +92,16 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
 
     # Pods tell why a version is not ready; when every Deployment is rolled out, skip them.
     rolled_out = all(_rolled_out(obj) for key, obj in applied.items() if key[0] == "Deployment")
-    pods = None if rolled_out else api.pods(model.namespace, model.name)
+    if pods is None and not rolled_out:
+        pods = api.pods(model.namespace, model.name)
     versions = [status.version_status(model, v, applied.get(("Deployment", desired.child_name(
         model.name, v.major))), pods, settings) for v in model.versions]
+    for entry in versions:
+        plan = plans.get(entry["major"])
+        if plan is not None and plan.status:
+            entry.update(plan.status, rolledOut=False)
+        if plan is not None:
+            events += [Event(*e) for e in plan.events]
 
     stable_key = ("Service", model.name)
     current = existing.get(stable_key)
@@ -106,22 +123,79 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
         events.append(Event("Normal", "Promoted",
                             f"Stable Service {model.name} now routes to {serving} (was {before})"))
 
+    adopting = {desired.canary_name(model.name, major) for major, plan in plans.items()
+                if plan.orphan_canary}
     for key, obj in existing.items():
         if key not in applied:
+            if key[1] in adopting:
+                # Its pods stay, for the MAJOR's Deployment to adopt.
+                api.delete(obj, orphan=True)
+                continue
             api.delete(obj)
+            if obj["metadata"].get("labels", {}).get(labels.COMPONENT) == "canary":
+                continue  # the canary's end is its own event
             retired = obj["metadata"].get("labels", {}).get(labels.MODEL_VERSION, "")
             events.append(Event("Normal", "Deleted", f"Deleted {key[0]} {key[1]} (retired {retired})"))
+    if any(plan.clear_action for plan in plans.values()):
+        api.patch_batmodel(model.namespace, model.name,
+                           {"metadata": {"annotations": {canary.ACTION_ANNOTATION: None}}})
 
     new_status = status.model_status(model, versions, target, previous, now(), settings)
+    new_status["canaries"] = [plan.state for plan in plans.values() if plan.state is not None]
+    new_status["summary"]["canary"] = ", ".join(
+        f"{c['candidate']} {'at ' + str(c['weight']) + ' %' if c['phase'] == 'Running' else c['phase']}"
+        for c in new_status["canaries"])
     serving_now = {history.target(v["major"]): str(v.get("serving", "")) for v in versions}
     serving_now[history.STABLE] = str(new_status["serving"])
     new_status["history"] = history.update(
         previous.get("history") or [], serving_now,
-        {str(v.version): {"artifact": v.artifact, "digest": v.digest} for v in model.versions}, now())
+        {str(v.version): {"artifact": v.artifact, "digest": v.digest} for v in model.versions}, now(),
+        how={history.target(int(c["major"])): "after a canary"
+             for c in canaries.values() if c.get("phase") == "Completing"})
     events += _transitions(previous, new_status)
     if _changed(previous, new_status):
         api.patch_status(model.namespace, model.name, new_status)
-    return Outcome(new_status, events)
+    delays = [plan.requeue_after for plan in plans.values() if plan.requeue_after is not None]
+    return Outcome(new_status, events, min(delays) if delays else None)
+
+
+def _canary_plans(model: spec.ModelSpec, api: Api, previous: Obj, canaries: dict[int, Obj],
+                  existing: dict[tuple[str, str], Obj], pods: list[Obj]) -> dict[int, canary.Plan]:
+    """A canary plan for each MAJOR that has or should have one."""
+    if not model.rollout.canary and not canaries:
+        return {}
+    serving = {e["target"]: e for e in previous.get("history") or [] if not e.get("until")}
+
+    def scrape(some: Any) -> analysis.Snapshot:
+        return analysis.total(analysis.parse(text) for pod in some
+                              if (text := api.pod_metrics(pod)) is not None)
+
+    plans = {}
+    for version in model.versions:
+        entry = serving.get(history.target(version.major))
+        current = (canary.Served(entry["version"], entry["artifact"], entry.get("digest"))
+                   if entry and entry.get("artifact") else None)
+        of_major = [p for p in pods if (p["metadata"].get("labels") or {}).get(labels.MAJOR)
+                    == str(version.major)]
+        exists = ("Deployment", desired.canary_name(model.name, version.major)) in existing
+        plans[version.major] = canary.plan(model, version, canaries.get(version.major), current,
+                                           of_major, exists, scrape, now(), time.time())
+    return plans
+
+
+def _children(model: spec.ModelSpec, settings: Settings, plans: dict[int, canary.Plan]) -> list[Obj]:
+    """Desired children: a canary keeps its MAJOR's Deployment on the current version and
+    adds the candidate's Deployment beside it."""
+    out: list[Obj] = []
+    for version in model.versions:
+        plan = plans.get(version.major)
+        main = plan.main if plan is not None and plan.main is not None else version
+        out.append(desired.deployment(model, main, settings,
+                                      paused=plan is not None and plan.pause_main))
+        out.append(desired.version_service(model, version))
+        if plan is not None and plan.canary_replicas is not None:
+            out.append(desired.canary_deployment(model, version, settings, plan.canary_replicas))
+    return out
 
 
 def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], announce: bool = True) -> Obj:

@@ -49,6 +49,11 @@ class Schedule:
             self._due[key] = now + delay
             return delay
 
+    def soon(self, key: Key, at: float) -> None:
+        """Reconcile no later than ``at`` (a canary step falls due)."""
+        with self._lock:
+            self._due[key] = min(self._due.get(key, at), at)
+
     def due(self, now: float) -> list[Key]:
         """Models whose time has come, soonest first."""
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,21 @@ def _resources(requests_cpu: str, requests_memory: str, limits_memory: str,
     return {"requests": {"cpu": requests_cpu, "memory": requests_memory}, "limits": limits}
 
 
+def _address_map(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in text.split(","):
+        source, sep, target = item.strip().partition("=")
+        try:
+            src, dst = ipaddress.ip_network(source.strip()), ipaddress.ip_network(target.strip())
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}POD_ADDRESS_MAP entry {item.strip()!r}: {exc}") from exc
+        if not sep or src.prefixlen != dst.prefixlen:
+            raise ValueError(f"{PREFIX}POD_ADDRESS_MAP entry {item.strip()!r} must be "
+                             "SOURCE=TARGET networks of the same size, e.g. 10.0.0.0/8=127.0.0.0/8")
+        pairs.append((str(src), str(dst)))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     server_image: str = field(default_factory=lambda: f"batcomputer-server:{_version()}")
@@ -48,6 +64,10 @@ class Settings:
     """Where kopf serves the operator's own liveness probe."""
     cluster_domain: str = "svc"
     """Suffix of in-cluster endpoint URLs: http://<service>.<namespace>.<cluster_domain>/."""
+    pod_address_map: tuple[tuple[str, str], ...] = ()
+    """Where to reach pods for canary analysis when their IPs are not routable from the
+    operator, as SOURCE=TARGET networks (the local cluster: 10.0.0.0/8=127.0.0.0/8).
+    Empty (the default): pods are reached at their own IPs, as in any real cluster."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +103,8 @@ class Settings:
             values["liveness_endpoint"] = v
         if (v := get("CLUSTER_DOMAIN")) is not None:
             values["cluster_domain"] = v
+        if (v := get("POD_ADDRESS_MAP")) is not None:
+            values["pod_address_map"] = _address_map(v)
         resources = {k: get(k) for k in ("CPU_REQUEST", "MEMORY_REQUEST", "MEMORY_LIMIT",
                                          "CPU_LIMIT")}
         if any(resources.values()):

@@ -55,6 +55,75 @@ class VersionSpec:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    min_requests: int = 0
+    max_error_rate: float | None = None
+    max_latency_p99_ms: float | None = None
+    max_prediction_shift: float | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    strategy: str = "RollingUpdate"
+    steps: tuple[int, ...] = (10, 50)
+    interval: float = 60.0
+    analysis: Analysis = Analysis()
+
+    @property
+    def canary(self) -> bool:
+        return self.strategy == "Canary"
+
+
+DURATION_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _rollout(raw: Any, problems: list[str]) -> Rollout:
+    if raw is None:
+        return Rollout()
+    if not isinstance(raw, Mapping):
+        problems.append("spec.rollout must be an object")
+        return Rollout()
+    strategy = raw.get("strategy", "RollingUpdate")
+    if strategy not in ("RollingUpdate", "Canary"):
+        problems.append(f"spec.rollout.strategy {strategy!r} must be RollingUpdate or Canary")
+    steps = raw.get("steps", [10, 50])
+    if (not isinstance(steps, list) or not steps
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 99 for x in steps)
+            or any(b <= a for a, b in zip(steps, steps[1:], strict=False))):
+        problems.append("spec.rollout.steps must be increasing percentages from 1 to 99")
+        steps = [10, 50]
+    interval_raw = raw.get("interval", "60s")
+    match = DURATION_RE.match(str(interval_raw).strip())
+    interval = float(match.group(1)) * UNITS[match.group(2)] if match else 0.0
+    if not match or interval <= 0:
+        problems.append(f"spec.rollout.interval {interval_raw!r} must be a duration such as 30s, "
+                        "2m or a number of seconds")
+        interval = 60.0
+    gates = raw.get("analysis") or {}
+    if not isinstance(gates, Mapping):
+        problems.append("spec.rollout.analysis must be an object")
+        gates = {}
+
+    def number(key: str, highest: float | None = None) -> float | None:
+        value = gates.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+                highest is not None and value > highest):
+            limit = f" from 0 to {highest:g}" if highest is not None else " of at least 0"
+            problems.append(f"spec.rollout.analysis.{key} must be a number{limit}")
+            return None
+        return float(value)
+
+    min_requests = number("minRequests")
+    analysis = Analysis(min_requests=int(min_requests or 0), max_error_rate=number("maxErrorRate", 1),
+                        max_latency_p99_ms=number("maxLatencyP99Ms"),
+                        max_prediction_shift=number("maxPredictionShift", 1))
+    return Rollout(strategy=str(strategy), steps=tuple(steps), interval=interval, analysis=analysis)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     namespace: str
@@ -65,6 +134,8 @@ class ModelSpec:
     promoted: VersionSpec
     replicas: int
     resources: dict[str, Any] | None = None
+    rollout: Rollout = Rollout()
+    annotations: Mapping[str, str] | None = None
 
     def by_major(self, major: int) -> VersionSpec | None:
         return next((v for v in self.versions if v.major == major), None)
@@ -129,12 +200,15 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         problems.append("spec.resources must be an object with requests and/or limits")
         resources = None
 
+    rollout = _rollout(spec.get("rollout"), problems)
+
     if problems or promoted is None:
         raise SpecError(problems or ["spec.versions must list at least one version"])
     return ModelSpec(name=name, namespace=str(meta.get("namespace", "")),
                      uid=str(meta.get("uid", "")), generation=int(meta.get("generation", 0)),
                      versions=tuple(versions), promoted=promoted, replicas=int(replicas),
-                     resources=dict(resources) if resources else None)
+                     resources=dict(resources) if resources else None, rollout=rollout,
+                     annotations=dict(meta.get("annotations") or {}))
 
 
 def _check_artifact(where: str, artifact: str) -> list[str]:

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["batcomputer"] = {"settings": settings, "model": model, "metrics": metrics}
     errors.register(app)
-    _instrument(app, metrics)
+    _instrument(app, metrics, model.version if model else "")
     swagger = json.dumps(openapi.document(model, max_batch=settings.max_batch)) if model else ""
     app.register_blueprint(_ops(model, metrics, swagger))
     app.register_blueprint(_api(model, metrics, settings, swagger))
@@ -116,6 +116,8 @@ class FastPredict:
         self.model = model
         self.metrics = metrics
         self.counter = metrics.count_predictions(model.name, model.version)
+        self.record = metrics.probability_recorder(model.labels)
+        self.version = model.version
         self.max_body = max_body
         self.max_batch = max_batch
 
@@ -131,23 +133,28 @@ class FastPredict:
         try:
             payload = json.loads(body, parse_constant=_reject_constant)
             if type(payload) is dict:
-                out = self.model.predict_one_json(payload)
+                out = self.model.predict_one_json(payload, self.record)
                 rows = 1
             elif type(payload) is list and 0 < len(payload) <= self.max_batch:
-                out = self.model.predict_many_json(payload)
+                out = self.model.predict_many_json(payload, self.record)
                 rows = len(payload)
             else:
                 raise BadRequest("not a plain request")
         except Exception:  # let Flask answer (and explain) it, from the same bytes
             environ["wsgi.input"] = io.BytesIO(body)
             return self.app(environ, start_response)
-        start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(out)))])
+        start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(out))),
+                                  (VERSION_HEADER, self.version)])
         self.counter.inc(rows)
         self.metrics.observe(self.ROUTE, 200, time.perf_counter() - started)
         return [out]
 
 
-def _instrument(app: Flask, metrics: Metrics) -> None:
+VERSION_HEADER: Final = "X-Model-Version"
+"""On every answer: which version answered (clients and tests see a canary's share)."""
+
+
+def _instrument(app: Flask, metrics: Metrics, version: str) -> None:
     @app.before_request
     def _start() -> None:
         request.environ[_T0] = time.perf_counter()
@@ -159,6 +166,8 @@ def _instrument(app: Flask, metrics: Metrics) -> None:
             rule = request.url_rule
             metrics.observe(rule.rule if rule is not None else UNMATCHED,
                             response.status_code, time.perf_counter() - started)
+        if version:
+            response.headers[VERSION_HEADER] = version
         return response
 
 
@@ -197,6 +206,7 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
     api = Blueprint("api", __name__, url_prefix="/api")
     max_batch = settings.max_batch
     counter = metrics.count_predictions(model.name, model.version) if model else None
+    record = metrics.probability_recorder(model.labels) if model else None
     params = json.dumps(model.params()) if model else ""
     info = json.dumps(model.info()) if model else ""
 
@@ -209,7 +219,7 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
                 "send the inputs as JSON with Content-Type: application/json")
         payload = parse_body(request.get_data(cache=False))
         if isinstance(payload, dict):
-            out = model.predict_one_json(payload)
+            out = model.predict_one_json(payload, record)
             counter.inc()
         elif isinstance(payload, list):
             if not payload:
@@ -217,7 +227,7 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
             if len(payload) > max_batch:
                 raise PayloadTooLarge(f"batch of {len(payload)} rows; at most {max_batch} rows "
                                       "per request")
-            out = model.predict_many_json(payload)
+            out = model.predict_many_json(payload, record)
             counter.inc(len(payload))
         else:
             raise BadRequest("expected a JSON object (one row) or a list of objects (a batch), "

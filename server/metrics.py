@@ -9,9 +9,11 @@ process), a private registry is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,6 +52,11 @@ class Metrics:
         self.predictions = Counter("batcomputer_predictions",
                                    "Rows predicted, by model and version", ["model", "version"],
                                    registry=registry)
+        self.probability = Counter(
+            "batcomputer_prediction_probability",
+            "Predicted probabilities by label, counted in bins of width 0.1 (bin = lower edge): "
+            "the distribution a canary's predictions are compared on",
+            ["label", "bin"], registry=registry)
         self.model_info = Gauge("batcomputer_model_info",
                                 "The model served (always 1; the labels carry the information)",
                                 ["model", "version", "mode", "metadata_digest"],
@@ -62,6 +69,22 @@ class Metrics:
     def count_predictions(self, model: str, version: str) -> Counter:
         """The counter child to increment by the number of rows predicted."""
         return self.predictions.labels(model, version)
+
+    def probability_recorder(self, labels: Sequence[str]) -> Callable[[np.ndarray], None]:
+        """A function that counts answers' probability bins ([rows, labels] of 0-9)."""
+        children = [[self.probability.labels(label, f"{b / 10:.1f}") for b in range(10)]
+                    for label in labels]
+
+        def record(bins: np.ndarray) -> None:
+            if len(bins) == 1:  # one row: one increment per label
+                for column, b in enumerate(bins[0].tolist()):
+                    children[column][b].inc()
+                return
+            for column in range(bins.shape[1]):
+                counts = np.bincount(bins[:, column], minlength=10)
+                for b in np.flatnonzero(counts).tolist():
+                    children[column][b].inc(int(counts[b]))
+        return record
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         children = self._children.get((route, status))

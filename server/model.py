@@ -22,7 +22,7 @@ import multiprocessing
 import pickle
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
@@ -176,7 +176,9 @@ class Model:
         self._plan: tuple[tuple[str, dict[Any, int], bool], ...] = ()
         self._json: bytes = b""
         self._json_at: array.array[int] = array.array("q")
+        self._bins: np.ndarray | None = None
         if table is not None:
+            self._bins = probability_bins(table)
             if table.shape != (self.combinations, len(self.labels)):
                 raise ValueError(f"table shape {table.shape} does not match the inputs")
             self._plan = _index_plan(self.inputs)
@@ -215,24 +217,50 @@ class Model:
                      dtype=np.float64)
         return self._rows(self._estimator.predict_proba(x))
 
-    def predict_one_json(self, row: object) -> bytes:
-        """``json.dumps(predict_one(row))``, encoded; from the rendered answers if any."""
+    def predict_one_json(self, row: object, record: Record | None = None) -> bytes:
+        """``json.dumps(predict_one(row))``, encoded; from the rendered answers if any.
+        ``record`` gets the answer's probability bins (see `probability_bins`)."""
         if self._json:
             index = self._index(row, "")
             at = self._json_at
+            if record is not None and self._bins is not None:
+                record(self._bins[index:index + 1])
             return self._json[at[index]:at[index + 1]]
-        return json.dumps(self.predict_one(row)).encode()
+        if record is None:
+            return json.dumps(self.predict_one(row)).encode()
+        answers = self._answers([row], "")
+        return json.dumps(answers[0]).encode()
 
-    def predict_many_json(self, rows: Sequence[object]) -> bytes:
+    def predict_many_json(self, rows: Sequence[object], record: Record | None = None) -> bytes:
         """``json.dumps(predict_many(rows))``, encoded; from the rendered answers if any."""
         if self._json:
             answers, at = self._json, self._json_at
             parts = []
+            indices = []
             for number, row in enumerate(rows):
                 index = self._index(row, f"row {number}: ")
+                indices.append(index)
                 parts.append(answers[at[index]:at[index + 1]])
+            if record is not None and self._bins is not None:
+                record(self._bins[indices])
             return b"[" + b", ".join(parts) + b"]"
-        return json.dumps(self.predict_many(rows)).encode()
+        if record is None:
+            return json.dumps(self.predict_many(rows)).encode()
+        return json.dumps(self._answers(rows, "row ", record)).encode()
+
+    def _answers(self, rows: Sequence[object], where: str, record: Record | None = None) -> list[Row]:
+        """Predictions of rows through the table or the estimator, recording their bins."""
+        table = self._table
+        if table is not None:
+            proba = table[[self._index(row, f"{where}{n}: " if where else "")
+                           for n, row in enumerate(rows)]]
+        else:
+            x = np.array([self.encode(row, f"{where}{n}: " if where else "")
+                          for n, row in enumerate(rows)], dtype=np.float64)
+            proba = self._estimator.predict_proba(x)
+        if record is not None:
+            record(probability_bins(proba))
+        return self._rows(proba)
 
     def _index(self, row: object, where: str) -> int:
         """The table index of a row, or InvalidInput."""
@@ -295,6 +323,19 @@ class Model:
             "prediction": {"mode": self.mode, "combinations": self.combinations},
             "metadata": self.metadata,
         }
+
+
+PROBABILITY_BINS: Final = 10
+"""Predicted probabilities are counted in 10 bins of width 0.1, per label."""
+
+
+def probability_bins(proba: np.ndarray) -> np.ndarray:
+    """Bin index (0-9) of each predicted probability: [rows, labels] uint8."""
+    return np.minimum((np.asarray(proba, dtype=np.float64) * PROBABILITY_BINS).astype(np.int64),
+                      PROBABILITY_BINS - 1).astype(np.uint8)
+
+
+Record = Callable[[np.ndarray], None]
 
 
 def load_model(artifact: Artifact, *, name: str | None = None, memo_limit: int = 2_000_000,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,7 +15,7 @@ import yaml
 from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, service_urls
 
-__all__ = ["KENT", "Kubectl", "OperatorProcess", "batmodel", "condition", "get", "predict",
+__all__ = ["KENT", "Kubectl", "Load", "OperatorProcess", "batmodel", "condition", "get", "predict",
            "served_versions", "service_urls", "wait_for", "wait_model_ready"]
 
 KENT = {"force": "Kent Police", "crime": "Drugs", "month": 6}
@@ -88,3 +90,65 @@ def predict(cp: ControlPlane, ns: str, service: str, body: Any) -> requests.Resp
     urls = service_urls(cp, ns, service)
     assert urls, f"no ready endpoints for Service {service}"
     return requests.post(urls[0] + "/api/predict", json=body, timeout=5)
+
+
+class Load:
+    """Clients that send predictions round-robin to a Service's ready endpoints, read
+    from its EndpointSlices every ``refresh`` seconds as kube-proxy follows them, and
+    record every answer: (time, version that answered, ok, error)."""
+
+    def __init__(self, cp: ControlPlane, ns: str, service: str, clients: int = 4,
+                 refresh: float = 1.0, pause: float = 0.0, rows: list[dict[str, Any]] | None = None) -> None:
+        self.cp, self.ns, self.service, self.refresh, self.pause = cp, ns, service, refresh, pause
+        self.rows = rows or [KENT]
+        self.urls: list[str] = service_urls(cp, ns, service)
+        self.results: list[tuple[float, str, bool, str]] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._refresh, daemon=True)]
+        self.threads += [threading.Thread(target=self._client, args=(i,), daemon=True)
+                         for i in range(clients)]
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for r in self.results if r[2])
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if not r[2])
+
+    @property
+    def errors(self) -> list[str]:
+        return [r[3] for r in self.results if not r[2]]
+
+    def _refresh(self) -> None:
+        while not self.stop.wait(self.refresh):
+            with contextlib.suppress(requests.RequestException):
+                self.urls = service_urls(self.cp, self.ns, self.service) or self.urls
+
+    def _client(self, offset: int) -> None:
+        i = offset
+        while not self.stop.is_set():
+            urls = self.urls
+            url = urls[i % len(urls)]
+            i += 1
+            try:
+                got = requests.post(url + "/api/predict", json=self.rows[i % len(self.rows)], timeout=5)
+                result = (time.monotonic(), got.headers.get("X-Model-Version", "?"),
+                          got.status_code == 200, f"{got.status_code} {got.text[:80]}")
+            except requests.RequestException as exc:
+                result = (time.monotonic(), "?", False, f"{type(exc).__name__} {url}")
+            with self.lock:
+                self.results.append(result)
+            if self.pause:
+                time.sleep(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)

@@ -68,6 +68,9 @@ class OperatorProcess:
                     "BATCOMPUTER_OPERATOR_NAMESPACES": namespaces,
                     "BATCOMPUTER_OPERATOR_RESYNC_SECONDS": str(resync_seconds),
                     "BATCOMPUTER_OPERATOR_SERVER_WORKERS": "1",
+                    # Pod IPs 10.N.x.y are served on 127.N.x.y here (canary analysis reads
+                    # the pods' /metrics).
+                    "BATCOMPUTER_OPERATOR_POD_ADDRESS_MAP": "10.0.0.0/8=127.0.0.0/8",
                     "BATCOMPUTER_OPERATOR_LIVENESS_ENDPOINT":
                         f"http://127.0.0.1:{free_port()}/healthz"}
         self.proc: subprocess.Popen[bytes] | None = None

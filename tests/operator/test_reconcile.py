@@ -16,6 +16,7 @@ class FakeApi:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, Any] | None = None
         self.deleted: list[str] = []
+        self.patches: list[dict[str, Any]] = []
         self.applies = 0
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -35,9 +36,16 @@ class FakeApi:
     def pods(self, namespace: str, model: str) -> list[dict[str, Any]]:
         return []
 
-    def delete(self, obj: dict[str, Any]) -> None:
+    def delete(self, obj: dict[str, Any], orphan: bool = False) -> None:
         self.deleted.append(obj["metadata"]["name"])
         del self.objects[(obj["kind"], obj["metadata"]["name"])]
+
+    def patch_batmodel(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        return {}
+
+    def pod_metrics(self, pod: dict[str, Any]) -> str | None:
+        return None
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.status = status

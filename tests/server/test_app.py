@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -267,3 +268,39 @@ def test_fast_path_and_flask_answer_the_same(client: FlaskClient, body: Any) -> 
         assert (fast.status_code, fast.mimetype, fast.get_data()) == \
             (other.status_code, other.mimetype, other.get_data())
     assert fast.headers["Content-Length"] == str(len(fast.get_data()))
+
+
+def test_predicted_probabilities_are_counted_per_label_in_bins(app: Flask, model_v1: Model) -> None:
+    """What a canary's predictions are compared on: the same counts by either path."""
+    from batcomputer.server.app import FastPredict
+    from batcomputer.server.metrics import Metrics
+
+    rows = [ROW, {**ROW, "month": 7}, {**ROW, "crime": "Drugs"}]
+    expected: dict[tuple[str, str], float] = {}
+    for answer in model_v1.predict_many(rows + [ROW]):
+        for label, p in answer.items():
+            key = (label, f"{min(int(p * 10), 9) / 10:.1f}")
+            expected[key] = expected.get(key, 0) + 1
+    client = app.test_client()
+    post(client, rows)
+    post(client, ROW)
+    text = client.get("/metrics").get_data(as_text=True)
+    for (label, low), count in expected.items():
+        assert f'batcomputer_prediction_probability_total{{bin="{low}",label="{label}"}} {count}' in text
+    # The fast WSGI path counts the same way.
+    metrics = Metrics()
+    fast = FastPredict(app.wsgi_app, model_v1, metrics, max_body=65536, max_batch=50)
+    for body in (rows, ROW):
+        data = json.dumps(body).encode()
+        environ = {"PATH_INFO": "/api/predict", "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json",
+                   "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
+        fast(environ, lambda status, headers: None)
+    text = metrics.render().decode()
+    for (label, low), count in expected.items():
+        assert f'batcomputer_prediction_probability_total{{bin="{low}",label="{label}"}} {count}' in text
+
+
+def test_every_answer_says_which_version_gave_it(client: FlaskClient) -> None:
+    assert post(client, ROW).headers["X-Model-Version"] == "1.0.0"
+    assert post(client, {"nope": 1}).headers["X-Model-Version"] == "1.0.0"
+    assert client.get("/api/info").headers["X-Model-Version"] == "1.0.0"
