@@ -146,9 +146,9 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
     spec = body.get("spec") or {}
     name = str(meta.get("name", ""))
     problems: list[str] = []
-    if not DNS1035_RE.match(name) or len(name) > MAX_NAME - 4:
+    if not DNS1035_RE.match(name) or len(name) > MAX_NAME - 3:
         problems.append(f"metadata.name {name!r} must be a DNS-1035 label of at most "
-                        f"{MAX_NAME - 4} characters (a-z, 0-9, '-', starting with a letter): "
+                        f"{MAX_NAME - 3} characters (a-z, 0-9, '-', starting with a letter): "
                         "it names the Services <name> and <name>-v<major>")
 
     versions: list[VersionSpec] = []
@@ -172,6 +172,9 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
                             f"({majors[version.major]}); list at most one version per MAJOR")
             continue
         majors[version.major] = text
+        if len(name) + 2 + len(str(version.major)) > MAX_NAME:
+            problems.append(f"{where}.version {text}: the Service {name}-v{version.major} would be "
+                            f"longer than {MAX_NAME} characters; shorten metadata.name")
         artifact = str(entry.get("artifact", ""))
         problems += _check_artifact(where, artifact)
         digest = entry.get("digest")

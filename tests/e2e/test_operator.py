@@ -52,13 +52,25 @@ def test_bad_objects_are_refused_by_the_api_server(kubectl: Kubectl, installed: 
                       "promoted": "2.0.0"}, "promoted must be one of the versions"),
         "replicas": ({"versions": [{"version": "1.0.0", "artifact": "http://x/"}],
                       "replicas": 500}, "spec.replicas"),
+        "service name too long": ({"versions": [{"version": "10000.0.0", "artifact": "http://x/"}]},
+                                  "<name>-v<major> names a Service and must fit in 63 characters"),
+        "no spec": (None, "spec: Required value"),
     }
     for name, (spec, message) in cases.items():
-        doc = yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
-                              "metadata": {"name": "bad"}, "spec": spec})
+        body: dict[str, Any] = {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+                                "metadata": {"name": "bad" if "long" not in name else "b" * 59}}
+        if spec is not None:
+            body["spec"] = spec
+        doc = yaml.safe_dump(body)
         done = kubectl("apply", "-f", "-", input=doc, check=False, namespace=namespace)
         assert done.returncode != 0 and message in done.stderr, (name, done.stderr)
     assert kubectl("get", "bm", namespace=namespace).stdout == ""
+    # Exactly at the limit: a 60-character name with MAJOR 1 names crime...-v1 of 63.
+    edge = {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
+            "metadata": {"name": "e" * 60},
+            "spec": {"versions": [{"version": "1.0.0", "artifact": "http://x/"}]}}
+    done = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(edge), namespace=namespace)
+    assert "created (server dry run)" in done.stdout
 
 
 def test_v1_creates_children_becomes_ready_and_predicts(

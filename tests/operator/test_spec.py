@@ -67,3 +67,14 @@ def test_all_problems_are_collected() -> None:
         spec.parse(body(versions=[{"version": "x", "artifact": "http://a/"},
                                   {"version": "1.0.0", "artifact": "s3://b/"}], replicas=500))
     assert len(info.value.problems) == 3
+
+
+def test_names_fit_every_service_they_derive_exactly_up_to_63() -> None:
+    def body(name: str, version: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"versions": [{"version": version, "artifact": "http://r/x/"}]}}
+    assert spec.parse(body("a" * 60, "1.0.0")).name == "a" * 60  # a-...-v1 is 63
+    with pytest.raises(spec.SpecError, match="longer than 63 characters"):
+        spec.parse(body("a" * 59, "10000.0.0"))  # a-...-v10000 would be 66
+    with pytest.raises(spec.SpecError, match="at most 60 characters"):
+        spec.parse(body("a" * 61, "1.0.0"))
