@@ -209,13 +209,7 @@ class Model:
 
     def predict_many(self, rows: Sequence[object]) -> list[Row]:
         """A list of JSON objects -> a list of results, in one vectorised step."""
-        table = self._table
-        if table is not None:
-            return self._rows(table[[self._index(row, f"row {n}: ")
-                                     for n, row in enumerate(rows)]])
-        x = np.array([self.encode(row, f"row {n}: ") for n, row in enumerate(rows)],
-                     dtype=np.float64)
-        return self._rows(self._estimator.predict_proba(x))
+        return self._answers(rows, "row ")
 
     def predict_one_json(self, row: object, record: Record | None = None) -> bytes:
         """``json.dumps(predict_one(row))``, encoded; from the rendered answers if any.

@@ -97,14 +97,20 @@ class Api:
         return self.call("PATCH", path, json=body,
                          headers={"Content-Type": "application/merge-patch+json"})
 
-    def lookup(self, namespace: str, kind: str, name: str, key: str) -> str | None:
-        """A ConfigMap or Secret value (``key``), or all of it as KEY=value lines (``key=""``)."""
+    def object_data(self, namespace: str, kind: str, name: str) -> dict[str, bytes] | None:
+        """The keys of a ConfigMap or Secret, as bytes; None when it does not exist."""
         plural = "configmaps" if kind == "ConfigMap" else "secrets"
         got = self.call("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
         if got.status_code == 404:
             return None
         got.raise_for_status()
-        data = _object_data(got.json())
+        return _object_data(got.json())
+
+    def lookup(self, namespace: str, kind: str, name: str, key: str) -> str | None:
+        """A ConfigMap or Secret value (``key``), or all of it as KEY=value lines (``key=""``)."""
+        data = self.object_data(namespace, kind, name)
+        if data is None:
+            return None
         if not key:
             return "\n".join(f"{k}={v.decode(errors='replace')}" for k, v in data.items())
         value = data.get(key)
@@ -482,14 +488,11 @@ class Podlet:
         kind = "ConfigMap" if "configMap" in source else "Secret"
         ref = source["configMap"] if kind == "ConfigMap" else source["secret"]
         name = ref.get("name") or ref.get("secretName", "")
-        plural = "configmaps" if kind == "ConfigMap" else "secrets"
-        got = self.api.call("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
-        if got.status_code == 404:
+        data = self.api.object_data(namespace, kind, name)
+        if data is None:
             if ref.get("optional"):
                 return {}
             raise ConfigError(f'{kind.lower()} "{name}" not found')
-        got.raise_for_status()
-        data = _object_data(got.json())
         if not ref.get("items"):
             return data
         files = {}

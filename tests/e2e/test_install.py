@@ -44,13 +44,9 @@ VERSION = project_version()
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("install-plane"), runtime="podman",
-                         tie_to_parent=True)
-    plane.start()
-    try:
+    with ControlPlane(tmp_path_factory.mktemp("install-plane"), runtime="podman",
+                      tie_to_parent=True) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

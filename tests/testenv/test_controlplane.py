@@ -38,13 +38,9 @@ def ns(control_plane: ControlPlane) -> str:
 def process_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A second local cluster whose podlet runs pods as local processes, beside the
     session's (podman) one: two clusters on one machine must not collide."""
-    plane = ControlPlane(tmp_path_factory.mktemp("process-plane"), runtime="process",
-                         tie_to_parent=True)
-    plane.start()
-    try:
+    with ControlPlane(tmp_path_factory.mktemp("process-plane"), runtime="process",
+                      tie_to_parent=True) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 def deployment(name: str, *, node_type: str, container: dict[str, Any], replicas: int = 2) -> dict[str, Any]:
