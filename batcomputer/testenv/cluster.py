@@ -366,7 +366,10 @@ class ControlPlane:
             raise TestEnvError(f"creating node {name}: {response.status_code} {response.text}")
 
     def _node_ready(self, name: str) -> bool:
-        node = self.get(f"/api/v1/nodes/{name}").json()
+        got = self.get(f"/api/v1/nodes/{name}")
+        if got.status_code != 200:  # not registered yet (the body is a Status, not a Node)
+            return False
+        node = got.json()
         return any(c["type"] == "Ready" and c["status"] == "True"
                    for c in node.get("status", {}).get("conditions", []))
 
