@@ -334,3 +334,9 @@ def test_what_a_kubelet_refuses_is_reported_as_a_kubelet_would(control_plane: Co
     restarted = wait_for(lambda: (s := container_status(cp, ns, "unlive")) and s["restartCount"] >= 1 and s,
                          timeout=60, what="a restart after liveness failures")
     assert "Liveness probe failed" in restarted["lastState"]["terminated"]["message"]
+
+
+def test_a_node_that_is_not_registered_yet_is_not_ready(control_plane: ControlPlane) -> None:
+    """Start-up waits on nodes that may not exist yet: a 404 is 'not yet', not a crash."""
+    assert control_plane._node_ready("not-registered-yet") is False
+    assert control_plane._node_ready(PODLET_NODE) is True
