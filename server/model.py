@@ -222,7 +222,7 @@ class Model:
             return self._json[at[index]:at[index + 1]]
         if record is None:
             return json.dumps(self.predict_one(row)).encode()
-        answers = self._answers([row], "")
+        answers = self._answers([row], "", record)
         return json.dumps(answers[0]).encode()
 
     def predict_many_json(self, rows: Sequence[object], record: Record | None = None) -> bytes:

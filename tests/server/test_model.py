@@ -76,6 +76,25 @@ def test_json_answers_are_json_dumps_byte_for_byte(v1: Path, monkeypatch: pytest
         model.predict_many_json([rows[0], {**rows[0], "crime": "Jaywalking"}])
 
 
+@pytest.mark.parametrize("render_limit", [250_000, 0])
+@pytest.mark.parametrize("memo_limit", [2_000_000, 0])
+def test_every_mode_records_the_probability_bins_of_its_answers(
+        v1: Path, monkeypatch: pytest.MonkeyPatch, render_limit: int, memo_limit: int) -> None:
+    """The canary's prediction-shift gate reads these: an estimator-mode model that did not
+    record them would pass that gate unjudged."""
+    from batcomputer.server import model as model_module
+
+    monkeypatch.setattr(model_module, "RENDER_LIMIT", render_limit)
+    model = load_model(fetch_verified(Settings(artifact=str(v1))), memo_limit=memo_limit)
+    rows = every_row(model)[::50]
+    recorded: list[np.ndarray] = []
+    model.predict_one_json(rows[0], recorded.append)
+    model.predict_many_json(rows[:3], recorded.append)
+    expected = model_module.probability_bins(np.array(
+        [list(model.predict_one(r).values()) for r in [rows[0], *rows[:3]]]))
+    assert np.array_equal(np.concatenate(recorded), expected)
+
+
 def test_memo_limit_switches_to_the_estimator(v1: Path) -> None:
     artifact = fetch_verified(Settings(artifact=str(v1)))
     size = load_model(artifact).combinations
