@@ -35,7 +35,8 @@ def batmodel(name: str, versions: int) -> dict[str, Any]:
     return {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"replicas": 1, "versions": [
-                {"version": f"{v}.0.0", "artifact": f"http://models.invalid/{name}/{v}.0.0/"}
+                # Loopback port 9 (discard): nothing listens, so the webhook warns at once.
+                {"version": f"{v}.0.0", "artifact": f"http://127.0.0.1:9/{name}/{v}.0.0/"}
                 for v in range(1, versions + 1)]}}
 
 

@@ -30,6 +30,7 @@ import semver
 
 from batcomputer.operator import analysis, labels
 from batcomputer.operator.spec import ModelSpec, VersionSpec
+from batcomputer.operator.status import pod_ready
 
 ACTION_ANNOTATION = f"{labels.GROUP}/canary"
 Obj = dict[str, Any]
@@ -71,11 +72,6 @@ def candidate_replicas(replicas: int, weight: int) -> int:
     return max(1, round(replicas * weight / (100 - weight)))
 
 
-def _ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions", []))
-
-
 def _failing(pod: Obj) -> str | None:
     for status in pod.get("status", {}).get("containerStatuses", []) or []:
         last = (status.get("lastState") or {}).get("terminated") or {}
@@ -83,10 +79,6 @@ def _failing(pod: Obj) -> str | None:
             return (f"candidate pods fail: exit code {last['exitCode']}: "
                     f"{(last.get('message') or '').strip()}").rstrip(": ")
     return None
-
-
-def _version_of(pod: Obj) -> str:
-    return str((pod["metadata"].get("labels") or {}).get(labels.MODEL_VERSION, ""))
 
 
 def plan(model: ModelSpec, version: VersionSpec, state: Mapping[str, Any] | None,
@@ -121,9 +113,9 @@ def plan(model: ModelSpec, version: VersionSpec, state: Mapping[str, Any] | None
     current_spec = VersionSpec(semver.Version.parse(state["current"]), state["currentArtifact"],
                                state.get("currentDigest"))
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    candidates = [p for p in live if _version_of(p) == candidate]
-    currents = [p for p in live if _version_of(p) == state["current"]]
-    ready_c, ready_cur = sum(map(_ready, candidates)), sum(map(_ready, currents))
+    candidates = [p for p in live if labels.version_of(p) == candidate]
+    currents = [p for p in live if labels.version_of(p) == state["current"]]
+    ready_c, ready_cur = sum(map(pod_ready, candidates)), sum(map(pod_ready, currents))
     share = ready_c / (ready_c + ready_cur) if ready_c + ready_cur else 0.0
     state["share"] = f"{ready_c} of {ready_c + ready_cur} ready pods ({share:.0%})"
     phase = state["phase"]

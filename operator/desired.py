@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from batcomputer.operator import labels
 from batcomputer.operator.settings import Settings
-from batcomputer.operator.spec import ModelSpec, VersionSpec
+from batcomputer.operator.spec import CANARY_SUFFIX, ModelSpec, VersionSpec
 
 SERVER_PORT: Final = 8080
 SERVICE_PORT: Final = 80
@@ -18,6 +19,8 @@ DRAIN_SECONDS: Final = 5
 """A terminating server pod keeps serving this long before it is stopped, so clients and
 proxies that still send to it (until they see the endpoint go) are answered."""
 GRACE_SECONDS: Final = 30
+API_MOUNT: Final = "/etc/batcomputer/api"
+API_KEY: Final = "api.json"
 """The drain, then gunicorn's graceful shutdown (20 s) of requests in flight."""
 
 
@@ -34,9 +37,13 @@ def owner_reference(model: ModelSpec) -> dict[str, Any]:
             "uid": model.uid, "controller": True, "blockOwnerDeletion": True}
 
 
-def _metadata(model: ModelSpec, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
-    return {"name": name, "namespace": model.namespace, "labels": object_labels,
-            "ownerReferences": [owner_reference(model)]}
+def _metadata(model: ModelSpec, name: str, object_labels: dict[str, str],
+              version: str | None = None) -> dict[str, Any]:
+    out = {"name": name, "namespace": model.namespace, "labels": object_labels,
+           "ownerReferences": [owner_reference(model)]}
+    if version is not None:
+        out["annotations"] = labels.version_annotation(version)
+    return out
 
 
 def artifact_location(version: VersionSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -62,7 +69,10 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
            {"name": "BATCOMPUTER_MODEL_NAME", "value": model.name},
            {"name": "BATCOMPUTER_PORT", "value": str(SERVER_PORT)},
            {"name": "BATCOMPUTER_WORKERS", "value": str(settings.server_workers)},
-           {"name": "BATCOMPUTER_CACHE_DIR", "value": "/tmp/artifacts"}]
+           {"name": "BATCOMPUTER_CACHE_DIR", "value": "/tmp/artifacts"},
+           # The API this MAJOR serves (see api_record): a version with another API
+           # refuses to serve, so a roll to it stalls while the old pods keep serving.
+           {"name": "BATCOMPUTER_EXPECTED_API", "value": f"{API_MOUNT}/{API_KEY}"}]
     if version.digest:
         env.append({"name": "BATCOMPUTER_DIGEST", "value": version.digest})
     container = {
@@ -86,13 +96,15 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "api", "mountPath": API_MOUNT, "readOnly": True}, *mounts],
     }
     template: dict[str, Any] = {
         "metadata": {"labels": pod_labels,
                      "annotations": {"prometheus.io/scrape": "true",
                                      "prometheus.io/port": str(SERVER_PORT),
-                                     "prometheus.io/path": "/metrics"}},
+                                     "prometheus.io/path": "/metrics",
+                                     **labels.version_annotation(str(version.version))}},
         "spec": {
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
@@ -101,7 +113,8 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
                                 "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "api", "configMap": {"name": name, "optional": True}}, *volumes],
         },
     }
     template["metadata"]["annotations"][labels.TEMPLATE_HASH] = _digest(template)
@@ -109,7 +122,7 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
     return _with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(model, name, pod_labels),
+        "metadata": _metadata(model, name, pod_labels, str(version.version)),
         "spec": {
             "replicas": model.replicas,
             "selector": {"matchLabels": labels.pod_selector(model.name, version.major)},
@@ -126,7 +139,7 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
 
 
 def canary_name(model: str, major: int) -> str:
-    return f"{child_name(model, major)}-canary"
+    return f"{child_name(model, major)}{CANARY_SUFFIX}"
 
 
 def canary_deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
@@ -139,10 +152,11 @@ def canary_deployment(model: ModelSpec, version: VersionSpec, settings: Settings
     name = canary_name(model.name, version.major)
     obj["metadata"]["name"] = name
     obj["metadata"]["labels"] = {**obj["metadata"]["labels"], labels.COMPONENT: "canary"}
-    obj["metadata"]["annotations"] = {}
+    obj["metadata"]["annotations"] = labels.version_annotation(str(version.version))
     obj["spec"]["replicas"] = replicas
     obj["spec"]["selector"] = {"matchLabels": {**labels.pod_selector(model.name, version.major),
-                                               labels.MODEL_VERSION: str(version.version)}}
+                                               labels.MODEL_VERSION:
+                                                   labels.label_value(str(version.version))}}
     return _with_hash(obj)
 
 
@@ -162,22 +176,49 @@ def desired_hash(obj: dict[str, Any]) -> str | None:
 
 
 def _service(model: ModelSpec, name: str, object_labels: dict[str, str],
-             selector: dict[str, str]) -> dict[str, Any]:
+             selector: dict[str, str], version: str) -> dict[str, Any]:
     return _with_hash({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(model, name, object_labels),
+        "metadata": _metadata(model, name, object_labels, version),
         "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http",
                             "protocol": "TCP"}]},
     })
 
 
+def api_record(model: ModelSpec, major: int, record: Mapping[str, Any]) -> dict[str, Any]:
+    """ConfigMap ``<model>-v<major>``: the API that MAJOR's apps depend on, as the version
+    that first served it had it ({"fingerprint", "api", "version", "major"}). Every pod of
+    the MAJOR gets it as a file (optional: none yet means no expectation)."""
+    name = child_name(model.name, major)
+    record_labels = {**labels.common(model.name), labels.NAME: model.name, labels.INSTANCE: name,
+                     labels.COMPONENT: "api-record", labels.MAJOR: str(major)}
+    return _with_hash({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(model, name, record_labels, str(record.get("version", ""))),
+        "data": {API_KEY: json.dumps(dict(record), sort_keys=True)},
+    })
+
+
+def recorded_api(config_map: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The record in a live api_record ConfigMap, or None if absent or unreadable."""
+    text = ((config_map or {}).get("data") or {}).get(API_KEY)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not str(record.get("fingerprint", "")).startswith("sha256:"):
+        return None
+    return record
+
+
 def version_service(model: ModelSpec, version: VersionSpec) -> dict[str, Any]:
     """``<model>-v<major>``: a fixed API for apps that depend on it."""
     return _service(model, child_name(model.name, version.major),
                     labels.for_version(model.name, version.major, str(version.version)),
-                    labels.pod_selector(model.name, version.major))
+                    labels.pod_selector(model.name, version.major), str(version.version))
 
 
 def stable_service(model: ModelSpec, serving: VersionSpec, serving_version: str) -> dict[str, Any]:
@@ -186,9 +227,10 @@ def stable_service(model: ModelSpec, serving: VersionSpec, serving_version: str)
     is empty while no pod is ready)."""
     stable_labels = {**labels.common(model.name), labels.NAME: model.name,
                      labels.INSTANCE: model.name, labels.COMPONENT: "stable-endpoint",
-                     labels.MAJOR: str(serving.major), labels.MODEL_VERSION: serving_version}
+                     labels.MAJOR: str(serving.major),
+                     labels.MODEL_VERSION: labels.label_value(serving_version)}
     return _service(model, model.name, stable_labels,
-                    labels.pod_selector(model.name, serving.major))
+                    labels.pod_selector(model.name, serving.major), serving_version)
 
 
 def versioned_children(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:

@@ -1,5 +1,9 @@
 """kopf wiring only: every trigger runs the same reconcile for the BatModel concerned.
 
+Admission: with a webhook configured, BatModels are reviewed at create and update
+(`admission`): artifacts that declare another version, break a digest pin or change
+their MAJOR's API are refused.
+
 Triggers: the BatModel's own changes (create, spec update, resume at start); changes to
 its Deployments and Services (hand edits are undone within a second); changes to its
 pods that are not Ready (a crash, an image or scheduling failure reaches the status
@@ -17,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from batcomputer.operator import k8s, labels, status
+from batcomputer.operator import admission, k8s, labels, status, webhook
 from batcomputer.operator.controller import Controller
 from batcomputer.operator.settings import Settings
 
@@ -47,6 +51,9 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 8
+        if config.webhook:
+            settings.admission.server, ca_bundle = webhook.server(config)
+            kube.register_webhook(webhook.configuration(config, ca_bundle))
         threads = [threading.Thread(target=controller.resync_forever, args=(stop,),
                                     name="resync", daemon=True)]
         for namespace in config.namespaces or (None,):
@@ -74,6 +81,16 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
     @kopf.on.update(*resource, field="spec", registry=registry)
     def on_spec(meta: kopf.Meta, **_: Any) -> None:
         controller.reconcile(str(meta["namespace"]), str(meta["name"]))
+
+    if config.webhook:
+        # Registered with the API server by webhook.configuration (failurePolicy Ignore).
+        @kopf.on.validate(*resource, id=webhook.HANDLER, operations=["CREATE", "UPDATE"],
+                          ignore_failures=True, registry=registry)
+        def review(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+            result = admission.review(kwargs.get("old"), body, admission.fetch_metadata)
+            warnings.extend(result.warnings)
+            if result.problems:
+                raise kopf.AdmissionError("; ".join(result.problems), code=422)
 
     @kopf.on.event(*resource, registry=registry)
     def on_model(meta: kopf.Meta, type: str | None, **_: Any) -> None:

@@ -50,6 +50,9 @@ class Kube:
         self.resources = {
             "Deployment": self.dynamic.resources.get(api_version="apps/v1", kind="Deployment"),
             "Service": self.dynamic.resources.get(api_version="v1", kind="Service"),
+            "ConfigMap": self.dynamic.resources.get(api_version="v1", kind="ConfigMap"),
+            "ValidatingWebhookConfiguration": self.dynamic.resources.get(
+                api_version="admissionregistration.k8s.io/v1", kind="ValidatingWebhookConfiguration"),
             "Pod": self.dynamic.resources.get(api_version="v1", kind="Pod"),
             labels.KIND: self.dynamic.resources.get(api_version=labels.API_VERSION, kind=labels.KIND),
         }
@@ -68,17 +71,34 @@ class Kube:
         applied: Obj = result.to_dict()
         return applied
 
+    def register_webhook(self, configuration: Obj) -> None:
+        """Point the installed ValidatingWebhookConfiguration at this operator (a merge patch:
+        its webhooks are replaced whole, placeholder client config included). The operator
+        may patch only that one (manifests/webhook.yaml installs it): never fatal."""
+        name = configuration["metadata"]["name"]
+        try:
+            self.resources["ValidatingWebhookConfiguration"].patch(
+                name=name, body={"webhooks": configuration["webhooks"]},
+                content_type="application/merge-patch+json")
+        except DynamicApiError as exc:
+            log.error("Could not register the admission webhook %s (is manifests/webhook.yaml "
+                      "installed? the servers still check every version's API): %s",
+                      name, _message(exc))
+            return
+        log.info("Admission webhook %s -> %s", name,
+                 configuration["webhooks"][0]["clientConfig"].get("url") or "its Service")
+
     def list_objects(self, kind: str, namespace: str, selector: str) -> list[Obj]:
         found = self.resources[kind].get(namespace=namespace, label_selector=selector)
         items: list[Obj] = found.to_dict()["items"]
         return items
 
     def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]:
-        """Deployments and Services of a BatModel, keyed by (kind, name); only those
-        this BatModel (by uid) controls."""
+        """Deployments, Services and API records (ConfigMaps) of a BatModel, keyed by
+        (kind, name); only those this BatModel (by uid) controls."""
         selector = labels.selector(model)
         found: dict[tuple[str, str], Obj] = {}
-        for kind in ("Deployment", "Service"):
+        for kind in ("Deployment", "Service", "ConfigMap"):
             for item in self.list_objects(kind, namespace, selector):
                 owners = item["metadata"].get("ownerReferences") or []
                 if any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
@@ -98,18 +118,31 @@ class Kube:
                       "preconditions": {"uid": meta["uid"]}})
 
     def pod_metrics(self, pod: Obj) -> str | None:
-        """A server pod's /metrics (not the Kubernetes API: the pod itself, at its IP, or at
-        the address the pod-address map gives it in a local cluster). None if unreachable."""
+        """A server pod's /metrics; None if unreachable."""
+        return self._from_pod(pod, "/metrics", 4 * 1024 * 1024)
+
+    def pod_info(self, pod: Obj) -> Obj | None:
+        """A server pod's /api/info; None if unreachable or not JSON."""
+        text = self._from_pod(pod, "/api/info", 4 * 1024 * 1024)
+        try:
+            info = json.loads(text) if text is not None else None
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def _from_pod(self, pod: Obj, path: str, limit: int) -> str | None:
+        """GET ``path`` from a server pod (not the Kubernetes API: the pod itself, at its IP,
+        or at the address the pod-address map gives it in a local cluster)."""
         ip = (pod.get("status") or {}).get("podIP")
         if not ip:
             return None
         host = map_address(ip, self.pod_address_map)
         try:
-            with urllib.request.urlopen(f"http://{host}:{SERVER_PORT}/metrics", timeout=3) as got:
-                text: str = got.read(4 * 1024 * 1024).decode(errors="replace")
+            with urllib.request.urlopen(f"http://{host}:{SERVER_PORT}{path}", timeout=3) as got:
+                text: str = got.read(limit).decode(errors="replace")
                 return text
         except (OSError, ValueError) as exc:
-            log.info("Reading metrics of pod %s failed: %s", pod["metadata"].get("name"), exc)
+            log.info("Reading %s of pod %s failed: %s", path, pod["metadata"].get("name"), exc)
             return None
 
     def batmodel(self, namespace: str, name: str) -> Obj | None:

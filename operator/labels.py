@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any, Final
 
 GROUP: Final = "batcomputer.io"
 VERSION: Final = "v1alpha1"
@@ -20,6 +23,8 @@ MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MODEL: Final = f"{GROUP}/model"
 MAJOR: Final = f"{GROUP}/major"
 MODEL_VERSION: Final = f"{GROUP}/version"
+"""As a label: the version in a label-safe form (`label_value`). As an annotation (same
+key): the exact version. Read it with `version_of`."""
 
 TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 """Annotation on the pod template (and so on its pods): which revision a pod runs."""
@@ -39,9 +44,38 @@ def selector(model: str) -> str:
     return ",".join(f"{k}={v}" for k, v in common(model).items())
 
 
+LABEL_VALUE_RE: Final = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+MAX_LABEL_VALUE: Final = 63
+
+
+def label_value(version: str) -> str:
+    """``version`` as a label value: semver's ``+`` (build metadata) becomes ``_``, which
+    semver never uses. A version that still is not a valid label value (longer than 63
+    characters, or ending in ``-``) keeps a readable head and ends in a digest of the
+    whole version, so distinct versions keep distinct labels."""
+    value = version.replace("+", "_")
+    if len(value) <= MAX_LABEL_VALUE and LABEL_VALUE_RE.match(value):
+        return value
+    digest = hashlib.sha256(version.encode()).hexdigest()[:10]
+    return value[:MAX_LABEL_VALUE - len(digest) - 1].rstrip("-_.") + "_" + digest
+
+
+def version_annotation(version: str) -> dict[str, str]:
+    return {MODEL_VERSION: version}
+
+
+def version_of(obj: Mapping[str, Any]) -> str:
+    """The exact version an object (Deployment, Service, pod) was made for: its annotation,
+    or, on objects made before the annotation existed, its label."""
+    meta = obj.get("metadata") or {}
+    return str((meta.get("annotations") or {}).get(MODEL_VERSION)
+               or (meta.get("labels") or {}).get(MODEL_VERSION) or "")
+
+
 def for_version(model: str, major: int, version: str) -> dict[str, str]:
-    return {**common(model), NAME: model, INSTANCE: f"{model}-v{major}", APP_VERSION: version,
-            COMPONENT: "predictor", MAJOR: str(major), MODEL_VERSION: version}
+    value = label_value(version)
+    return {**common(model), NAME: model, INSTANCE: f"{model}-v{major}", APP_VERSION: value,
+            COMPONENT: "predictor", MAJOR: str(major), MODEL_VERSION: value}
 
 
 def pod_selector(model: str, major: int) -> dict[str, str]:

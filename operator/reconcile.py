@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batcomputer import apicontract
 from batcomputer.operator import analysis, canary, desired, drift, history, labels, spec, status
 from batcomputer.operator.errors import Rejected
 from batcomputer.operator.settings import Settings
@@ -35,6 +36,7 @@ class Api(Protocol):
     def patch_status(self, namespace: str, name: str, status: Obj) -> None: ...
     def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj: ...
     def pod_metrics(self, pod: Obj) -> str | None: ...
+    def pod_info(self, pod: Obj) -> Obj | None: ...
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,16 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     if model.rollout.canary or canaries:
         pods = api.pods(model.namespace, model.name)
     plans = _canary_plans(model, api, previous, canaries, existing, pods or [])
+
+    def listed_pods() -> list[Obj]:
+        nonlocal pods
+        if pods is None:
+            pods = api.pods(model.namespace, model.name)
+        return pods
+
+    records = _api_records(model, api, previous, existing, listed_pods)
     try:
-        for obj in _children(model, settings, plans):
+        for obj in _children(model, settings, plans, records):
             key = (obj["kind"], obj["metadata"]["name"])
             applied[key] = _apply(api, obj, existing.get(key), events)
     except Rejected as exc:
@@ -113,7 +123,7 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     # What the stable Service's pods run now: within a MAJOR, the old version until the
     # new one has replaced every pod. "Promoted" is said when that changes.
     serving = status.served_by(versions, target.major)
-    before = current["metadata"].get("labels", {}).get(labels.MODEL_VERSION) if current else None
+    before = labels.version_of(current) if current else None
     applied[stable_key] = _apply(api, desired.stable_service(model, target, serving), current, events,
                                  announce=False)
     if current is None:
@@ -134,7 +144,7 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
             api.delete(obj)
             if obj["metadata"].get("labels", {}).get(labels.COMPONENT) == "canary":
                 continue  # the canary's end is its own event
-            retired = obj["metadata"].get("labels", {}).get(labels.MODEL_VERSION, "")
+            retired = labels.version_of(obj)
             events.append(Event("Normal", "Deleted", f"Deleted {key[0]} {key[1]} (retired {retired})"))
     if any(plan.clear_action for plan in plans.values()):
         api.patch_batmodel(model.namespace, model.name,
@@ -183,10 +193,44 @@ def _canary_plans(model: spec.ModelSpec, api: Api, previous: Obj, canaries: dict
     return plans
 
 
-def _children(model: spec.ModelSpec, settings: Settings, plans: dict[int, canary.Plan]) -> list[Obj]:
+def _api_records(model: spec.ModelSpec, api: Api, previous: Obj,
+                 existing: dict[tuple[str, str], Obj], pods: Callable[[], list[Obj]]) -> dict[int, Obj]:
+    """Each MAJOR's API record: kept once made; else learned from a ready pod of the version
+    that serves the MAJOR now (status.history), which is how the MAJOR's first version
+    defines the API that its later MINOR and PATCH versions must keep."""
+    serving = {e["target"]: e["version"] for e in previous.get("history") or [] if not e.get("until")}
+    records = {}
+    for version in model.versions:
+        record = desired.recorded_api(existing.get(("ConfigMap", desired.child_name(
+            model.name, version.major))))
+        if record is None and (served := serving.get(history.target(version.major))):
+            record = _learn_api(api, version.major, served, pods())
+        if record is not None:
+            records[version.major] = record
+    return records
+
+
+def _learn_api(api: Api, major: int, version: str, pods: list[Obj]) -> Obj | None:
+    candidates = [p for p in pods if (p["metadata"].get("labels") or {}).get(labels.MAJOR) == str(major)
+                  and labels.version_of(p) == version and status.pod_ready(p)
+                  and not p["metadata"].get("deletionTimestamp")]
+    for pod in candidates[:2]:
+        info = api.pod_info(pod)
+        served = (info or {}).get("api")
+        if (info and info.get("version") == version and isinstance(served, dict)
+                and info.get("api_fingerprint") == apicontract.fingerprint(served)):
+            return {"fingerprint": info["api_fingerprint"], "api": served, "version": version,
+                    "major": major}
+    return None
+
+
+def _children(model: spec.ModelSpec, settings: Settings, plans: dict[int, canary.Plan],
+              records: dict[int, Obj]) -> list[Obj]:
     """Desired children: a canary keeps its MAJOR's Deployment on the current version and
     adds the candidate's Deployment beside it."""
     out: list[Obj] = []
+    for major, record in records.items():
+        out.append(desired.api_record(model, major, record))
     for version in model.versions:
         plan = plans.get(version.major)
         main = plan.main if plan is not None and plan.main is not None else version
@@ -201,13 +245,13 @@ def _children(model: spec.ModelSpec, settings: Settings, plans: dict[int, canary
 def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], announce: bool = True) -> Obj:
     """Apply ``obj`` if ``live`` is missing, from another spec, or edited by hand."""
     kind, name = obj["kind"], obj["metadata"]["name"]
-    version = obj["metadata"]["labels"].get(labels.MODEL_VERSION, "")
+    version = labels.version_of(obj)
     if live is None:
         result = api.apply(obj)
         if announce:
             events.append(Event("Normal", "Created", f"Created {kind} {name} for {version}"))
         return result
-    live_version = live.get("metadata", {}).get("labels", {}).get(labels.MODEL_VERSION)
+    live_version = labels.version_of(live)
     if desired.desired_hash(live) != desired.desired_hash(obj):
         # Made from another spec: an update the admin asked for, not a repair.
         result = api.apply(obj)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 PREFIX = "BATCOMPUTER_OPERATOR_"
+SERVICE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?(:[0-9]{1,5})?$")
 
 
 def _version() -> str:
@@ -69,6 +71,27 @@ class Settings:
     operator, as SOURCE=TARGET networks (the local cluster: 10.0.0.0/8=127.0.0.0/8).
     Empty (the default): pods are reached at their own IPs, as in any real cluster."""
 
+    webhook_host: str = ""
+    """The admission webhook's address as the API server calls it (an IP or DNS name of this
+    operator; in a pod, its own IP): https://<host>:<port>/. Empty, and no webhook_service:
+    no webhook."""
+    webhook_service: str = ""
+    """Instead of webhook_host: the API server calls the webhook through this Service,
+    namespace/name[:port] (port 443 by default), for clusters whose API server cannot
+    reach pod IPs."""
+    webhook_addr: str = "0.0.0.0"
+    """Where the webhook listens."""
+    webhook_port: int = 9443
+    webhook_name: str = "batmodels.batcomputer.io"
+    """The ValidatingWebhookConfiguration the operator keeps up to date."""
+    webhook_cert_dir: str = ""
+    """A folder with tls.crt and tls.key (and optionally ca.crt, the CA that signed them),
+    e.g. a mounted cert-manager Secret. Empty: a self-signed certificate made at start."""
+
+    @property
+    def webhook(self) -> bool:
+        return bool(self.webhook_host or self.webhook_service)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -103,6 +126,16 @@ class Settings:
             values["liveness_endpoint"] = v
         if (v := get("CLUSTER_DOMAIN")) is not None:
             values["cluster_domain"] = v
+        for name in ("WEBHOOK_HOST", "WEBHOOK_SERVICE", "WEBHOOK_ADDR", "WEBHOOK_NAME",
+                     "WEBHOOK_CERT_DIR"):
+            if (v := get(name)) is not None:
+                values[name.lower()] = v
+        if (v := get("WEBHOOK_PORT")) is not None:
+            if not v.isdigit() or not 0 < int(v) < 65536:
+                raise ValueError(f"{PREFIX}WEBHOOK_PORT={v!r} is not a port number")
+            values["webhook_port"] = int(v)
+        if (v := values.get("webhook_service")) and not SERVICE_RE.match(v):
+            raise ValueError(f"{PREFIX}WEBHOOK_SERVICE={v!r} must be namespace/name[:port]")
         if (v := get("POD_ADDRESS_MAP")) is not None:
             values["pod_address_map"] = _address_map(v)
         resources = {k: get(k) for k in ("CPU_REQUEST", "MEMORY_REQUEST", "MEMORY_LIMIT",

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 import semver
 
-SEMVER_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+MAX_VERSION: Final = 128
 DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 DNS1035_RE: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 SCHEMES: Final = ("http", "https", "pvc")
 MAX_REPLICAS: Final = 50
 MAX_NAME: Final = 63
+CANARY_SUFFIX: Final = "-canary"
 
 
 class SpecError(ValueError):
@@ -157,14 +158,18 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         problems.append("spec.versions must list at least one version")
         raw_versions = []
     majors: dict[int, str] = {}
+    raw_rollout = spec.get("rollout")
+    canary = isinstance(raw_rollout, Mapping) and raw_rollout.get("strategy") == "Canary"
     for i, entry in enumerate(raw_versions):
         where = f"spec.versions[{i}]"
         if not isinstance(entry, Mapping):
             problems.append(f"{where} must be an object")
             continue
         text = str(entry.get("version", ""))
-        if not SEMVER_RE.match(text):
-            problems.append(f"{where}.version {text!r} is not a semantic version MAJOR.MINOR.PATCH")
+        if len(text) > MAX_VERSION or not semver.Version.is_valid(text):
+            problems.append(f"{where}.version {text[:MAX_VERSION]!r} is not a semantic version "
+                            f"MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD] of at most {MAX_VERSION} "
+                            "characters")
             continue
         version = semver.Version.parse(text)
         if version.major in majors:
@@ -175,6 +180,10 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         if len(name) + 2 + len(str(version.major)) > MAX_NAME:
             problems.append(f"{where}.version {text}: the Service {name}-v{version.major} would be "
                             f"longer than {MAX_NAME} characters; shorten metadata.name")
+        elif canary and len(name) + len(CANARY_SUFFIX) + 2 + len(str(version.major)) > MAX_NAME:
+            problems.append(f"{where}.version {text}: the canary Deployment "
+                            f"{name}-v{version.major}{CANARY_SUFFIX} would be longer than "
+                            f"{MAX_NAME} characters; shorten metadata.name")
         artifact = str(entry.get("artifact", ""))
         problems += _check_artifact(where, artifact)
         digest = entry.get("digest")

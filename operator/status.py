@@ -19,7 +19,7 @@ FAILING_WAIT_REASONS: Final = frozenset({"CrashLoopBackOff", "ErrImagePull", "Im
                                          "CreateContainerError", "RunContainerError"})
 
 
-def _pod_ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in pod.get("status", {}).get("conditions", []))
 
@@ -33,7 +33,7 @@ def _pod_failure(pod: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, message) when a pod cannot start or its container fails, rather than
     starting. Messages name no pod and carry no timestamps, so they stay the same while
     the cause does (conditions and events are compared on them)."""
-    if _pod_ready(pod):
+    if pod_ready(pod):
         return None
     st = pod.get("status", {})
     scheduled: dict[str, Any] = next(
@@ -85,14 +85,14 @@ def version_status(model: ModelSpec, version: VersionSpec, deployment: dict[str,
                 and not p["metadata"].get("deletionTimestamp")]
     mine = [p for p in of_major
             if (p["metadata"].get("annotations") or {}).get(labels.TEMPLATE_HASH) == revision]
-    others = [p for p in of_major if p not in mine and _pod_ready(p)]
-    ready_mine = (sum(1 for p in mine if _pod_ready(p)) if pods is not None
+    others = [p for p in of_major if p not in mine and pod_ready(p)]
+    ready_mine = (sum(1 for p in mine if pod_ready(p)) if pods is not None
                   else int(st.get("readyReplicas", 0)))
     observed = int(st.get("observedGeneration", 0)) >= int(deployment["metadata"].get("generation", 1))
     rolled_out = (observed and out["updatedReplicas"] >= want and int(st.get("replicas", 0)) == want
                   and int(st.get("availableReplicas", 0)) >= want and ready_mine >= want
                   and not others)
-    old_versions = sorted({p["metadata"].get("labels", {}).get(labels.MODEL_VERSION, "") for p in others})
+    old_versions = sorted({labels.version_of(p) for p in others})
     if rolled_out or (ready_mine and not others):
         serving = str(version.version)
     else:
@@ -237,4 +237,4 @@ def pod_needs_attention(event_type: str, pod: dict[str, Any]) -> bool:
     Ready pod's changes show in the Deployment's ready counts."""
     if event_type == "DELETED" or pod.get("metadata", {}).get("deletionTimestamp"):
         return False
-    return not _pod_ready(pod)
+    return not pod_ready(pod)

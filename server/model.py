@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from batcomputer import apicontract
 from batcomputer.server.artifacts import Artifact, ArtifactError
 from batcomputer.server.errors import InvalidInput
 
@@ -72,7 +73,8 @@ class Input:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """What /api/predict/params says about this input."""
+        """What /api/predict/params says about this input (and, without the description,
+        its part of the API)."""
         out: dict[str, Any] = {"type": self.kind}
         if self.description:
             out["description"] = self.description
@@ -305,10 +307,19 @@ class Model:
     def params(self) -> dict[str, Any]:
         return {item.name: item.describe() for item in self.inputs}
 
+    @property
+    def api(self) -> apicontract.Api:
+        """The API as served: inputs from the lookup, in order, and the labels."""
+        return {"inputs": [{"name": i.name, **{k: v for k, v in i.describe().items()
+                                                if k != "description"}} for i in self.inputs],
+                "outputs": list(self.labels)}
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
+            "api": self.api,
+            "api_fingerprint": apicontract.fingerprint(self.api),
             "artifact": self.uri,
             "metadata_digest": self.metadata_digest,
             "estimator": self.estimator_class,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from batcomputer.server import contract
 from batcomputer.server.artifacts import ArtifactError, fetch_verified, redact
 from batcomputer.server.cli import EXIT_BAD_ARTIFACT, refuse
 from batcomputer.server.model import Model, load_model
@@ -37,6 +38,7 @@ def serve(settings: Settings) -> int:
         artifact = fetch_verified(settings)
         model = load_model(artifact, name=settings.model_name, memo_limit=settings.memo_limit,
                            isolate=True)
+        contract.check(model, contract.expected(settings.expected_api))
     except ArtifactError as exc:
         refuse(settings.termination_log, str(exc))
         shutil.rmtree(metrics_dir, ignore_errors=True)

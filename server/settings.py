@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import semver
+
 ENV_PREFIX: Final = "BATCOMPUTER_"
 DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
-VERSION_RE: Final = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,10 @@ class Settings:
     """Refuse to serve unless the artifact's metadata has exactly this version."""
     digest: str | None = None
     """Optional pin: sha256:<hex> of the artifact's metadata.json."""
+    expected_api: Path | None = None
+    """A JSON file with the API this version must keep ({"fingerprint", "api", "version",
+    "major"}: what its MAJOR serves). Refuse to serve an artifact with another API. A
+    missing file means no expectation yet (the first version of a MAJOR defines it)."""
     model_name: str | None = None
     """The name served in /api/info and metrics (default: the artifact's name)."""
     host: str = "0.0.0.0"
@@ -78,8 +83,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.digest is not None and not DIGEST_RE.match(self.digest):
             raise SettingsError(f"digest {self.digest!r} is not sha256:<64 lowercase hex digits>")
-        if self.version is not None and not VERSION_RE.match(self.version):
-            raise SettingsError(f"version {self.version!r} is not MAJOR.MINOR.PATCH")
+        if self.version is not None and not semver.Version.is_valid(self.version):
+            raise SettingsError(f"version {self.version!r} is not a semantic version "
+                                "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is not in 0-65535")
         for name in ("workers", "threads", "max_body_bytes", "max_batch", "max_artifact_bytes"):

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from batcomputer import apicontract
 from batcomputer.training import features, train
 
 log = logging.getLogger("batcomputer.training")
@@ -31,10 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--registry", required=True, help="registry folder")
     tr.add_argument("--name", default="crime", help="model name (default crime)")
     version = tr.add_mutually_exclusive_group()
-    version.add_argument("--version", help="explicit MAJOR.MINOR.PATCH (checked against the rules)")
-    version.add_argument("--bump", default="auto", choices=["auto", "major", "minor", "patch"],
-                         help="derive the version from the latest one (default auto: from what "
-                              "changed)")
+    version.add_argument("--version", help="explicit MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], "
+                                           "e.g. 2.0.0-rc.1 (checked against the rules)")
+    version.add_argument("--bump", default="auto",
+                         choices=["auto", "major", "minor", "patch", "pre", "release"],
+                         help="derive the version from the published ones: auto (default) "
+                              "from what changed; major, minor or patch; pre: the next "
+                              "pre-release of the version auto would give (X.Y.Z-rc.1, then "
+                              "-rc.2, ...); release: the release of the latest pre-release")
     tr.add_argument("--features", default=",".join(features.DEFAULT_FEATURES),
                     help=f"comma-separated inputs, from {', '.join(features.FEATURES)} "
                          f"(default {','.join(features.DEFAULT_FEATURES)})")
@@ -47,7 +52,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="places with a smaller share of the rows become 'Other' (default 0.005)")
     tr.set_defaults(func=cmd_train)
 
-    ver = sub.add_parser("versions", help="list the published versions of a model")
+    ver = sub.add_parser("versions", help="list the published versions of a model",
+                         description="List the published versions of a model in semver "
+                                     "precedence order: pre-releases before their release, "
+                                     "build metadata ignored (ties ordered by the text).")
     ver.add_argument("registry")
     ver.add_argument("name")
     ver.add_argument("--json", action="store_true", help="print metadata as JSON")
@@ -74,9 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.resolved_params()  # fail on bad parameters before reading any data
     registry = publish.Registry(args.registry)
     existing = registry.signatures(args.name)
-    if args.version and args.version in {str(v) for v in existing}:
-        raise publish.PublishError(f"{args.name} {args.version} is already published; "
-                                   "published versions are immutable")
+    if args.version:  # fail before reading data
+        publish.refuse_published(map(publish.parse_version, existing),
+                                 publish.parse_version(args.version))
 
     crimes, report = data.read_crimes(args.data)
     log.info("Data: %s", report.summary())
@@ -84,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = publish.DataSummary(fingerprint=report.fingerprint, files=len(report.files),
                                   rows_read=report.rows_read, rows_used=report.rows_kept,
                                   dropped=dict(sorted(report.dropped.items())))
-    signature = publish.Signature(api=features.api_signature(trained.schema),
+    signature = publish.Signature(api=apicontract.api_of(trained.schema),
                                   classifier=trained.classifier, params=trained.params,
                                   data=summary.fingerprint)
     version = publish.choose_version(existing, signature, requested=args.version, bump=args.bump)
@@ -100,7 +108,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
     versions = publish.Registry(args.registry).versions(args.name)
     if args.json:
-        print(json.dumps({str(v): m for v, m in versions.items()}, indent=2, sort_keys=True))
+        print(json.dumps(versions, indent=2))  # keys in precedence order
         return 0
     if not versions:
         print(f"No versions of {args.name!r} in {args.registry}", file=sys.stderr)
@@ -108,7 +116,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     rows = [("VERSION", "CREATED", "CLASSIFIER", "INPUTS", "ACCURACY", "ROC_AUC", "ROWS")]
     for version, meta in versions.items():
         metrics = meta.get("metrics", {})
-        rows.append((str(version), meta.get("created", "?"), meta["training"]["classifier"],
+        rows.append((version, meta.get("created", "?"), meta["training"]["classifier"],
                      ",".join(i["name"] for i in meta["schema"]["inputs"]),
                      f"{metrics.get('accuracy', float('nan')):.3f}",
                      f"{metrics.get('roc_auc', float('nan')):.3f}",

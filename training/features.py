@@ -136,11 +136,3 @@ def schema(lookup: Lookup, labels: Sequence[str]) -> dict[str, Any]:
                 entry["maximum"] = feature.maximum
         inputs.append(entry)
     return {"inputs": inputs, "outputs": list(labels)}
-
-
-def api_signature(api_schema: dict[str, Any]) -> dict[str, Any]:
-    """The part of a schema that is the API (descriptions are documentation)."""
-    return {
-        "inputs": [{k: v for k, v in i.items() if k != "description"} for i in api_schema["inputs"]],
-        "outputs": list(api_schema["outputs"]),
-    }

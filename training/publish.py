@@ -9,6 +9,11 @@ Semver, as Batcomputer defines it:
   MAJOR  the API changed: inputs (names, order, types, accepted values) or outputs
   MINOR  same API, different classifier or parameters
   PATCH  same API and parameters, different training data
+
+Semver 2.0.0 in full: X.Y.Z-PRERELEASE is a draft of X.Y.Z and sorts before it; its
+X.Y.Z must be a valid step from the latest release below it, like the release would be.
++BUILD metadata is kept in the folder name but ignored for precedence, so 1.0.0+b is
+refused when 1.0.0 or 1.0.0+a is published.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,13 +38,17 @@ import pandas as pd
 import semver
 import sklearn
 
+from batcomputer import apicontract
 from batcomputer.errors import UserError
-from batcomputer.training import features, police
+from batcomputer.training import police
 from batcomputer.training.train import TrainConfig, TrainedModel
 
 ARTIFACT_FORMAT: Final = "batcomputer.io/artifact/v1"
 PICKLES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
 NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+VERSION_FORMAT: Final = "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.4.2, 2.0.0-rc.1 or 1.1.0+build.5"
+PRE_RELEASE: Final = "rc"  # --bump pre starts X.Y.Z-rc.1, then bumps the last number
+BUMPS: Final = ("auto", "major", "minor", "patch", "pre", "release")
 
 
 class PublishError(UserError, ValueError):
@@ -67,7 +76,7 @@ class Signature:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> Signature:
-        return cls(api=features.api_signature(meta["schema"]),
+        return cls(api=apicontract.api_of(meta["schema"]),
                    classifier=meta["training"]["classifier"],
                    params=meta["training"]["params"], data=meta["data"]["fingerprint"])
 
@@ -75,7 +84,7 @@ class Signature:
 def required_bump(old: Signature, new: Signature) -> tuple[Bump | None, str]:
     """The bump the change from ``old`` to ``new`` needs, and the reason in words."""
     if old.api != new.api:
-        return Bump.MAJOR, "the API changed (" + _api_diff(old.api, new.api) + ")"
+        return Bump.MAJOR, "the API changed (" + "; ".join(apicontract.changes(old.api, new.api)) + ")"
     if old.classifier != new.classifier:
         return Bump.MINOR, f"the classifier changed ({old.classifier} -> {new.classifier})"
     if old.params != new.params:
@@ -87,23 +96,6 @@ def required_bump(old: Signature, new: Signature) -> tuple[Bump | None, str]:
     return None, "nothing changed: same API, classifier, parameters and data"
 
 
-def _api_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    old_in = {i["name"]: i for i in old["inputs"]}
-    new_in = {i["name"]: i for i in new["inputs"]}
-    notes = []
-    if added := [n for n in new_in if n not in old_in]:
-        notes.append("inputs added: " + ", ".join(added))
-    if removed := [n for n in old_in if n not in new_in]:
-        notes.append("inputs removed: " + ", ".join(removed))
-    if changed := [n for n in new_in if n in old_in and new_in[n] != old_in[n]]:
-        notes.append("inputs changed: " + ", ".join(changed))
-    if not notes and list(old_in) != list(new_in):
-        notes.append("input order changed")
-    if old["outputs"] != new["outputs"]:
-        notes.append(f"outputs {old['outputs']} -> {new['outputs']}")
-    return "; ".join(notes)
-
-
 def bump_between(old: semver.Version, new: semver.Version) -> Bump:
     if new.major != old.major:
         return Bump.MAJOR
@@ -113,76 +105,119 @@ def bump_between(old: semver.Version, new: semver.Version) -> Bump:
 
 
 def parse_version(text: str) -> semver.Version:
-    try:
-        version = semver.Version.parse(text)
-    except (ValueError, TypeError) as exc:
-        raise PublishError(f"{text!r} is not a semantic version MAJOR.MINOR.PATCH") from exc
-    if version.prerelease or version.build:
-        raise PublishError(f"{text}: pre-release and build suffixes are not supported")
-    return version
+    if not semver.Version.is_valid(text):
+        raise PublishError(f"{text!r} is not a semantic version: use {VERSION_FORMAT}")
+    return semver.Version.parse(text)
 
 
-def choose_version(existing: Mapping[semver.Version, Signature], new: Signature, *,
-                   requested: str | None = None, bump: str = "auto") -> semver.Version:
+def precedence_key(text: str) -> tuple[semver.Version, str]:
+    """Sort key: semver precedence (build metadata ignored), ties broken by the text."""
+    return semver.Version.parse(text), text
+
+
+Published = Mapping[str, Signature] | Mapping[semver.Version, Signature]
+_Entry = tuple[semver.Version, Signature]
+
+
+def choose_version(existing: Published, new: Signature, *, requested: str | None = None,
+                   bump: str = "auto") -> semver.Version:
     """Check a requested version, or derive one, against the versions already published.
 
-    A requested version must be new, greater than every version of its MAJOR line
-    (or, for a new MAJOR, than every version), and bumped by exactly the level the
-    change needs relative to the version before it.
+    A requested version must not share its precedence with a published one (build
+    metadata does not count), must be greater than every version of its MAJOR line
+    (or, for a new MAJOR, than every version), and its release X.Y.Z must be bumped by
+    exactly the level the change needs relative to the latest *release* below it.
+    Pre-releases are drafts of their release: they never serve as that base, so a
+    release may be identical to its last pre-release.
     """
-    if not existing:
-        return parse_version(requested) if requested else semver.Version(1, 0, 0)
-    latest = max(existing)
-
-    if requested is None:
-        if bump == "auto":
-            # Same API as an existing line -> continue that line; else a new MAJOR.
-            same_api = [v for v, s in existing.items() if s.api == new.api]
-            base = max(same_api) if same_api else latest
-            level, why = required_bump(existing[base], new)
-            if level is None:
-                raise PublishError(f"refusing to publish: {why} compared with {base}")
-            if level is Bump.MAJOR:
-                return latest.bump_major()
-            return level.apply(_latest_in_major(existing, base.major))
-        try:
-            level = Bump[bump.upper()]
-        except KeyError as exc:
-            raise PublishError(f"--bump must be auto, major, minor or patch, not {bump!r}") from exc
-        base = latest
-        requested = str(latest.bump_major() if level is Bump.MAJOR else level.apply(latest))
-
-    version = parse_version(requested)
-    if version in existing:
-        raise PublishError(f"{version} is already published; published versions are immutable")
-    line = [v for v in existing if v.major == version.major]
-    if line:
-        base = max(line)
-        if version < base:
-            raise PublishError(f"{version} is lower than {base}, the latest {version.major}.x; "
-                               f"publish a version above it")
-    else:
-        base = latest
-        if version < latest:
-            raise PublishError(f"{version} starts a new MAJOR below the latest version {latest}")
-        if version.minor or version.patch:
-            raise PublishError(f"{version} starts MAJOR {version.major}; "
-                               f"use {version.major}.0.0")
-    level, why = required_bump(existing[base], new)
-    if level is None:
-        raise PublishError(f"refusing to publish {version}: {why} compared with {base}")
-    given = bump_between(base, version)
-    if given != level:
-        wanted = latest.bump_major() if level is Bump.MAJOR else level.apply(base)
-        raise PublishError(
-            f"{version} is a {given.name} bump from {base}, but {why}, which is a "
-            f"{level.name} change; publish {wanted} instead"
-        )
+    published = sorted(((parse_version(str(v)), s) for v, s in existing.items()),
+                       key=lambda e: precedence_key(str(e[0])))
+    version = parse_version(requested) if requested else _derive(published, new, bump)
+    if published:
+        _check(published, new, version)
     return version
 
 
-def _latest_in_major(existing: Mapping[semver.Version, Signature], major: int) -> semver.Version:
-    return max(v for v in existing if v.major == major)
+def _derive(published: list[_Entry], new: Signature, bump: str) -> semver.Version:
+    if bump not in BUMPS:
+        raise PublishError(f"--bump must be one of {', '.join(BUMPS)}, not {bump!r}")
+    if bump == "release":
+        released = [v for v, _ in published if not v.prerelease]
+        pending = [v for v, _ in published if v.prerelease and v.finalize_version() not in released]
+        if not pending:
+            raise PublishError("--bump release: there is no unreleased pre-release; publish one "
+                               "with --bump pre or --version X.Y.Z-rc.1")
+        return pending[-1].finalize_version()
+    releases = [(v, s) for v, s in published if not v.prerelease]
+    if not releases:  # nothing released yet: the first release
+        target = published[-1][0].finalize_version() if published else semver.Version(1, 0, 0)
+    else:
+        latest = releases[-1][0]
+        if bump in ("auto", "pre"):
+            # Same API as a released line -> continue that line; else a new MAJOR.
+            same_api = [e for e in releases if e[1].api == new.api]
+            base, base_sig = same_api[-1] if same_api else releases[-1]
+            level, why = required_bump(base_sig, new)
+            if level is None:
+                raise PublishError(f"refusing to publish: {why} compared with {base}")
+        else:
+            level, base = Bump[bump.upper()], latest
+        target = (latest.bump_major() if level is Bump.MAJOR else
+                  level.apply(max(v for v, _ in releases if v.major == base.major)))
+    return _next_pre(published, target) if bump == "pre" else target
+
+
+def _next_pre(published: list[_Entry], release: semver.Version,
+              first: str = f"{PRE_RELEASE}.1") -> semver.Version:
+    """The next pre-release of ``release``: after its latest one, else ``release-first``."""
+    pres = [v for v, _ in published if v.prerelease and v.finalize_version() == release]
+    return pres[-1].bump_prerelease() if pres else release.replace(prerelease=first)
+
+
+def _check(published: list[_Entry], new: Signature, version: semver.Version) -> None:
+    refuse_published([v for v, _ in published], version)
+    line = [v for v, _ in published if v.major == version.major]
+    if line and version < line[-1]:
+        raise PublishError(f"{version} is lower than {line[-1]}, the latest {version.major}.x; "
+                           f"publish a version above it")
+    latest = published[-1][0]
+    if not line and version < latest:
+        raise PublishError(f"{version} starts a new MAJOR below the latest version {latest}")
+    target = version.finalize_version()
+    below = [e for e in published if not e[0].prerelease and e[0] < target]
+    in_line = [e for e in below if e[0].major == version.major]
+    if not in_line and (version.minor or version.patch):
+        raise PublishError(f"{version} starts MAJOR {version.major}; use "
+                           f"{_like(version, semver.Version(version.major, 0, 0), published)}")
+    if not below:
+        return  # nothing released before it: like a first version
+    base, base_sig = (in_line or below)[-1]
+    level, why = required_bump(base_sig, new)
+    if level is None:
+        raise PublishError(f"refusing to publish {version}: {why} compared with {base}")
+    given = bump_between(base, target)
+    if given != level:
+        releases = [v for v, _ in published if not v.prerelease]
+        wanted = releases[-1].bump_major() if level is Bump.MAJOR else level.apply(base)
+        raise PublishError(
+            f"{version} is a {given.name} bump from {base}, but {why}, which is a "
+            f"{level.name} change; publish {_like(version, wanted, published)} instead"
+        )
+
+
+def _like(version: semver.Version, release: semver.Version,
+          published: list[_Entry]) -> semver.Version:
+    """Advice in kind: ``release``, or its next pre-release when ``version`` is one."""
+    return _next_pre(published, release, version.prerelease) if version.prerelease else release
+
+
+def refuse_published(published: Iterable[semver.Version], version: semver.Version) -> None:
+    """Refuse a version with the precedence of a published one (build metadata ignored)."""
+    for old in published:
+        if old == version:
+            same = ("is already published" if str(old) == str(version)
+                    else f"has the same precedence as {old}")
+            raise PublishError(f"{version} {same}; published versions are immutable")
 
 
 def sha256_file(path: Path) -> str:
@@ -216,23 +251,21 @@ class Registry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def versions(self, name: str) -> dict[semver.Version, dict[str, Any]]:
-        folder = self.root / name
-        found: dict[semver.Version, dict[str, Any]] = {}
-        if not folder.is_dir():
-            return found
-        for child in folder.iterdir():
-            meta_path = child / "metadata.json"
-            if not meta_path.is_file():
-                continue
-            try:
-                version = semver.Version.parse(child.name)
-            except ValueError:
-                continue
-            found[version] = json.loads(meta_path.read_text())
-        return dict(sorted(found.items()))
+    def versions(self, name: str) -> dict[str, dict[str, Any]]:
+        """Metadata by version folder name, in precedence order (ties by the text).
 
-    def signatures(self, name: str) -> dict[semver.Version, Signature]:
+        Keyed by the text, not by ``semver.Version``: Versions that differ only in build
+        metadata are equal and hash alike, so 1.0.0+a and 1.0.0+b would collapse.
+        """
+        folder = self.root / name
+        if not folder.is_dir():
+            return {}
+        found = {child.name: json.loads((child / "metadata.json").read_text())
+                 for child in folder.iterdir()
+                 if semver.Version.is_valid(child.name) and (child / "metadata.json").is_file()}
+        return {v: found[v] for v in sorted(found, key=precedence_key)}
+
+    def signatures(self, name: str) -> dict[str, Signature]:
         return {v: Signature.from_metadata(m) for v, m in self.versions(name).items()}
 
     def publish(self, name: str, version: semver.Version, trained: TrainedModel,
@@ -243,6 +276,9 @@ class Registry:
         target = self.root / name / str(version)
         if target.exists():
             raise PublishError(f"{target} exists; published versions are immutable")
+        if target.parent.is_dir():
+            refuse_published((semver.Version.parse(c.name) for c in target.parent.iterdir()
+                              if semver.Version.is_valid(c.name)), version)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
@@ -275,6 +311,9 @@ def metadata(name: str, version: semver.Version, trained: TrainedModel, config: 
         "version": str(version),
         "created": created_time(),
         "schema": trained.schema,
+        # What the MAJOR's apps depend on: the operator and the servers refuse a version of
+        # this MAJOR with another fingerprint.
+        "api_fingerprint": apicontract.fingerprint(apicontract.api_of(trained.schema)),
         "labels": trained.flags,
         "target": {
             "name": "caught",

@@ -42,11 +42,12 @@ class Kubectl:
 
 
 def install(kubectl: Kubectl, repo: Path) -> None:
-    """The CRD, namespace and RBAC from crds/ and manifests/, as an admin installs them
-    (the operator Deployment itself is replaced by `OperatorProcess`)."""
+    """The CRD, namespace, RBAC and webhook configuration from crds/ and manifests/, as an
+    admin installs them (the operator Deployment itself is replaced by `OperatorProcess`)."""
     kubectl("apply", "-k", str(repo / "crds"))
     kubectl("apply", "-f", str(repo / "manifests" / "namespace.yaml"),
-            "-f", str(repo / "manifests" / "rbac.yaml"))
+            "-f", str(repo / "manifests" / "rbac.yaml"),
+            "-f", str(repo / "manifests" / "webhook.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/batmodels.batcomputer.io", "--timeout=60s")
 
 
@@ -72,7 +73,11 @@ class OperatorProcess:
                     # the pods' /metrics).
                     "BATCOMPUTER_OPERATOR_POD_ADDRESS_MAP": "10.0.0.0/8=127.0.0.0/8",
                     "BATCOMPUTER_OPERATOR_LIVENESS_ENDPOINT":
-                        f"http://127.0.0.1:{free_port()}/healthz"}
+                        f"http://127.0.0.1:{free_port()}/healthz",
+                    # The admission webhook on loopback, where the API server calls it.
+                    "BATCOMPUTER_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
+                    "BATCOMPUTER_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
+                    "BATCOMPUTER_OPERATOR_WEBHOOK_PORT": str(free_port())}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -1,11 +1,11 @@
 """Canary releases inside a MAJOR on the real control plane, with container pods, under load.
 
 The candidates are real artifacts: 1.1.0 (other parameters, a good one), and variants made
-with the project's own artifact format: a slow one (300 trees, answered by the estimator
-instead of the precomputed table), one whose every prediction fails, and one with its
-labels swapped (the predictions differ strongly). Shares are measured from the answers'
-X-Model-Version header, with clients spreading requests over the ready endpoints as
-kube-proxy does.
+with the project's own artifact format: a slow one (800 trees, answered by the estimator:
+every version here takes an unbounded month, so none is tabulated and all keep one API),
+one whose every prediction fails, and one with its probabilities swapped (the predictions
+differ strongly). Shares are measured from the answers' X-Model-Version header, with
+clients spreading requests over the ready endpoints as kube-proxy does.
 """
 
 from __future__ import annotations
@@ -82,8 +82,10 @@ def _estimator_mode(folder: Path) -> None:
 def variants(tmp_path_factory: pytest.TempPathFactory, model_registry: Path, crime_data: Path) -> Path:
     registry = tmp_path_factory.mktemp("canary-registry")
     registry.chmod(0o755)
+    # Every version of MAJOR 1 here keeps one API (month without an upper bound, so that
+    # the slow one is slow): the operator and its servers refuse a MINOR that changes it.
     for version in ("1.0.0", "1.1.0"):
-        _variant(registry, model_registry / "crime" / version, version)
+        _estimator_mode(_variant(registry, model_registry / "crime" / version, version))
     # Slow: 800 trees through the estimator on every request.
     heavy = tmp_path_factory.mktemp("heavy")
     assert cli(["-q", "train", str(crime_data), "--registry", str(heavy), "--version", "1.0.0",
@@ -101,14 +103,19 @@ def variants(tmp_path_factory: pytest.TempPathFactory, model_registry: Path, cri
     (failing / "model.pkl").write_bytes(pickle.dumps(Pipeline([
         ("broken", FunctionTransformer(str.upper)), ("model", estimator)])))
     _resign(failing, version="1.3.0")
-    # Swapped labels: loads and answers, but its probabilities are the other label's.
+    # Swapped: same API, loads and answers, but each probability is the other label's.
     swapped = _variant(registry, model_registry / "crime" / "1.0.0", "1.4.0")
-    flags = pickle.loads((swapped / "flags.pkl").read_bytes())
-    (swapped / "flags.pkl").write_bytes(pickle.dumps(list(reversed(flags))))
-    _resign(swapped, version="1.4.0", labels=list(reversed(flags)))
+    _estimator_mode(swapped)
+    forest = pickle.loads((swapped / "model.pkl").read_bytes())
+    for tree in forest.estimators_:
+        tree.tree_.value[:] = tree.tree_.value[:, :, ::-1].copy()
+    (swapped / "model.pkl").write_bytes(pickle.dumps(forest))
+    _resign(swapped, version="1.4.0")
     # Two more good ones, to decide by hand.
     for version in ("1.5.0", "1.6.0"):
-        _resign(_variant(registry, model_registry / "crime" / "1.1.0", version), version=version)
+        good = _variant(registry, model_registry / "crime" / "1.1.0", version)
+        _estimator_mode(good)
+        _resign(good, version=version)
     return registry
 
 
@@ -120,7 +127,7 @@ def base(control_plane: ControlPlane, variants: Path) -> str:
 def questions(cp: ControlPlane, ns: str) -> list[dict[str, Any]]:
     """500 different valid inputs: prediction shift is judged on the spread of answers."""
     params = requests.get(service_urls(cp, ns, "crime-v1")[0] + "/api/predict/params", timeout=5).json()
-    months = range(params["month"]["minimum"], params["month"]["maximum"] + 1)
+    months = range(params["month"]["minimum"], 13)  # the months of a year (it takes any number)
     every = [{"force": f, "crime": c, "month": m} for f in params["force"]["values"]
              for c in params["crime"]["values"] for m in months]
     return random.Random(7).sample(every, 500)

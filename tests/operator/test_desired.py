@@ -6,7 +6,7 @@ import dataclasses
 
 import semver
 
-from batcomputer.operator import desired, labels
+from batcomputer.operator import desired, labels, spec
 from batcomputer.operator.settings import Settings
 from batcomputer.operator.spec import ModelSpec, VersionSpec
 
@@ -61,7 +61,11 @@ def test_pod_runs_the_server_with_its_artifact_and_probes() -> None:
     assert env(container) == {
         "BATCOMPUTER_ARTIFACT": "https://m.example/crime/1.4.2/", "BATCOMPUTER_VERSION": "1.4.2",
         "BATCOMPUTER_MODEL_NAME": "crime", "BATCOMPUTER_PORT": "8080", "BATCOMPUTER_WORKERS": "3",
-        "BATCOMPUTER_CACHE_DIR": "/tmp/artifacts", "BATCOMPUTER_DIGEST": "sha256:" + "b" * 64}
+        "BATCOMPUTER_CACHE_DIR": "/tmp/artifacts", "BATCOMPUTER_DIGEST": "sha256:" + "b" * 64,
+        "BATCOMPUTER_EXPECTED_API": "/etc/batcomputer/api/api.json"}
+    # The MAJOR's API record is mounted; absent until the MAJOR's first version has served.
+    assert {"name": "api", "configMap": {"name": "crime-v1", "optional": True}} in pod["volumes"]
+    assert {"name": "api", "mountPath": "/etc/batcomputer/api", "readOnly": True} in container["volumeMounts"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["resources"] == SETTINGS.default_resources
@@ -136,3 +140,20 @@ def test_versioned_children_and_endpoint() -> None:
     assert names == [("Deployment", "crime-v1"), ("Service", "crime-v1"),
                      ("Deployment", "crime-v2"), ("Service", "crime-v2")]
     assert desired.endpoint(MODEL, "crime-v1", SETTINGS) == "http://crime-v1.prod.svc/api/predict"
+
+
+def test_build_metadata_is_in_annotations_and_label_safe_in_labels() -> None:
+    model = spec.parse({"metadata": {"name": "crime", "namespace": "ns", "uid": "u"},
+                        "spec": {"versions": [{"version": "2.1.3+build.5", "artifact": "http://a/"}]}})
+    settings = Settings()
+    version = model.versions[0]
+    for obj in (desired.deployment(model, version, settings),
+                desired.canary_deployment(model, version, settings, 1),
+                desired.version_service(model, version)):
+        assert labels.version_of(obj) == "2.1.3+build.5"
+        assert all("+" not in value for value in obj["metadata"]["labels"].values())
+    pod = desired.deployment(model, version, settings)["spec"]["template"]
+    assert labels.version_of(pod) == "2.1.3+build.5"
+    assert pod["metadata"]["labels"][labels.MODEL_VERSION] == "2.1.3_build.5"
+    selector = desired.canary_deployment(model, version, settings, 1)["spec"]["selector"]
+    assert selector["matchLabels"][labels.MODEL_VERSION] == "2.1.3_build.5"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from batcomputer import apicontract
+from batcomputer.operator import desired, labels
 from batcomputer.operator.reconcile import reconcile
 from batcomputer.operator.settings import Settings
 
@@ -18,6 +20,9 @@ class FakeApi:
         self.deleted: list[str] = []
         self.patches: list[dict[str, Any]] = []
         self.applies = 0
+        self.pod_list: list[dict[str, Any]] = []
+        self.infos: dict[str, dict[str, Any]] = {}
+        self.info_calls = 0
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.applies += 1
@@ -34,7 +39,11 @@ class FakeApi:
         return dict(self.objects)
 
     def pods(self, namespace: str, model: str) -> list[dict[str, Any]]:
-        return []
+        return self.pod_list
+
+    def pod_info(self, pod: dict[str, Any]) -> dict[str, Any] | None:
+        self.info_calls += 1
+        return self.infos.get(pod["metadata"]["name"])
 
     def delete(self, obj: dict[str, Any], orphan: bool = False) -> None:
         self.deleted.append(obj["metadata"]["name"])
@@ -197,3 +206,43 @@ def test_a_value_the_api_server_normalises_is_not_reported_as_a_hand_edit() -> N
     reconcile(half, api, S)
     outcome = reconcile(half, api, S)
     assert not [e for e in outcome.events if e.reason == "Repaired"]
+
+
+API = {"inputs": [{"name": "crime", "type": "categorical", "values": ["a", "b"]}], "outputs": ["caught"]}
+
+
+def serving_pod(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {labels.MAJOR: "1"},
+                         "annotations": {labels.MODEL_VERSION: version}},
+            "status": {"podIP": "10.0.0.5", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_a_majors_api_is_learned_from_its_serving_pods_once_and_kept() -> None:
+    api = FakeApi()
+    served = body("1.0.0")
+    served["status"] = {"history": [{"target": "v1", "version": "1.0.0", "since": "t"}]}
+    api.pod_list = [serving_pod("other", "0.9.0"), serving_pod("p1", "1.0.0")]
+    api.infos["p1"] = {"version": "1.0.0", "api": API, "api_fingerprint": apicontract.fingerprint(API)}
+    reconcile(served, api, S)
+    record = desired.recorded_api(api.objects[("ConfigMap", "crime-v1")])
+    assert record == {"fingerprint": apicontract.fingerprint(API), "api": API, "version": "1.0.0",
+                      "major": 1}
+    assert api.info_calls == 1  # only the pod of the serving version was asked
+    # Kept as it is from now on: the next version of MAJOR 1 must keep this API.
+    api.pod_list, api.infos = [], {}
+    reconcile(body("1.1.0"), api, S)
+    assert desired.recorded_api(api.objects[("ConfigMap", "crime-v1")]) == record
+    assert api.info_calls == 1
+    # Retiring the MAJOR retires its record.
+    reconcile(body("2.0.0"), api, S)
+    assert ("ConfigMap", "crime-v1") not in api.objects
+
+
+def test_no_api_is_learned_from_a_pod_that_says_something_else() -> None:
+    api = FakeApi()
+    served = body("1.0.0")
+    served["status"] = {"history": [{"target": "v1", "version": "1.0.0", "since": "t"}]}
+    api.pod_list = [serving_pod("p1", "1.0.0")]
+    api.infos["p1"] = {"version": "1.0.0", "api": API, "api_fingerprint": "sha256:0"}
+    reconcile(served, api, S)
+    assert ("ConfigMap", "crime-v1") not in api.objects

@@ -36,3 +36,15 @@ def test_reads_prefixed_environment() -> None:
 def test_bad_settings_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env({f"BATCOMPUTER_OPERATOR_{name}": value})
+
+
+def test_the_webhook_is_on_when_the_api_server_can_be_told_where_it_is() -> None:
+    assert not Settings.from_env({}).webhook
+    local = Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
+                               "BATCOMPUTER_OPERATOR_WEBHOOK_PORT": "19443"})
+    assert local.webhook and local.webhook_port == 19443
+    assert Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_SERVICE": "sys/hook:8443"}).webhook
+    with pytest.raises(ValueError, match="namespace/name"):
+        Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_SERVICE": "hook"})
+    with pytest.raises(ValueError, match="port number"):
+        Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_PORT": "99999"})

@@ -36,7 +36,9 @@ def test_pvc_artifacts() -> None:
 @pytest.mark.parametrize(("change", "problem"), [
     ({"versions": []}, "at least one version"),
     ({"versions": [{"version": "1.0", "artifact": "http://a/"}]}, "not a semantic version"),
-    ({"versions": [{"version": "1.0.0-rc1", "artifact": "http://a/"}]}, "not a semantic version"),
+    ({"versions": [{"version": "1.0.0-rc.01", "artifact": "http://a/"}]}, "not a semantic version"),
+    ({"versions": [{"version": "1.0.0+", "artifact": "http://a/"}]}, "not a semantic version"),
+    ({"versions": [{"version": "1.0.0-" + "a" * 130, "artifact": "http://a/"}]}, "at most 128"),
     ({"versions": [{"version": "1.0.0", "artifact": "ftp://a/"}]}, "must start with one of http://"),
     ({"versions": [{"version": "1.0.0", "artifact": "pvc://Bad_Claim/x"}]},
      "not a valid PersistentVolumeClaim"),
@@ -78,3 +80,35 @@ def test_names_fit_every_service_they_derive_exactly_up_to_63() -> None:
         spec.parse(body("a" * 59, "10000.0.0"))  # a-...-v10000 would be 66
     with pytest.raises(spec.SpecError, match="at most 60 characters"):
         spec.parse(body("a" * 61, "1.0.0"))
+
+
+@pytest.mark.parametrize("text", [
+    "1.0.0-rc.1", "2.1.3+build.5", "1.0.0-alpha-a.b-c-somethinglong+build.1-aef.1-its-okay",
+    "1.2.3----RC-SNAPSHOT.12.9.1--.12+788", "1.0.0-x-"])
+def test_every_semver_is_a_version_of_its_major(text: str) -> None:
+    model = spec.parse({"metadata": {"name": "crime"},
+                        "spec": {"versions": [{"version": text, "artifact": "http://a/"}],
+                                 "promoted": text}})
+    assert str(model.promoted.version) == text
+    assert model.versions[0].major == int(text.split(".")[0])
+
+
+def test_a_huge_major_must_leave_room_for_the_service_name() -> None:
+    major = "99999999999999999999999"
+    version = f"{major}.999999999999999999.99999999999999999"
+    ok = spec.parse({"metadata": {"name": "a" * (63 - 2 - len(major))},
+                     "spec": {"versions": [{"version": version, "artifact": "http://a/"}]}})
+    assert ok.versions[0].major == int(major)
+    with pytest.raises(spec.SpecError, match="longer than 63"):
+        spec.parse({"metadata": {"name": "a" * (64 - 2 - len(major))},
+                    "spec": {"versions": [{"version": version, "artifact": "http://a/"}]}})
+
+
+def test_canary_names_must_fit_too() -> None:
+    body = {"metadata": {"name": "a" * 60},
+            "spec": {"versions": [{"version": "1.0.0", "artifact": "http://a/"}]}}
+    spec.parse(body)
+    with pytest.raises(spec.SpecError, match="canary Deployment"):
+        spec.parse({**body, "spec": {**body["spec"], "rollout": {"strategy": "Canary"}}})
+    spec.parse({"metadata": {"name": "a" * 53},
+                "spec": {**body["spec"], "rollout": {"strategy": "Canary"}}})

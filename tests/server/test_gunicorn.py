@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from batcomputer import apicontract
 from batcomputer.server.artifacts import sha256
 
 pytestmark = pytest.mark.timeout(180)
@@ -274,3 +275,36 @@ def test_the_reason_is_also_the_termination_message_where_the_platform_provides_
     absent = tmp_path / "absent"
     refuse("--artifact", str(v1), "--digest", "sha256:" + "0" * 64, BATCOMPUTER_TERMINATION_LOG=str(absent))
     assert not absent.exists()
+
+
+def expectation(folder: Path, path: Path, version: str = "1.0.0") -> Path:
+    """What the operator records for a MAJOR: the API its serving version has."""
+    meta = json.loads((folder / "metadata.json").read_text())
+    api = apicontract.api_of(meta["schema"])
+    path.write_text(json.dumps({"fingerprint": apicontract.fingerprint(api), "api": api,
+                                "version": version, "major": 1}))
+    return path
+
+
+def test_refuses_an_artifact_that_changes_its_majors_api(v1: Path, v2: Path, tmp_path: Path) -> None:
+    """2.0.0 adds place: listed as a MAJOR 1 version (an entry edited by mistake, or a
+    wrongly numbered artifact), it must not serve what MAJOR 1's apps call."""
+    line = refuse(BATCOMPUTER_ARTIFACT=str(v2),
+                  BATCOMPUTER_EXPECTED_API=str(expectation(v1, tmp_path / "api.json")))
+    assert "2.0.0 changes the API of MAJOR 1 (adds place) that 1.0.0 serves" in line
+    assert "Publish it as a new MAJOR" in line
+
+
+def test_serves_an_artifact_that_keeps_the_api(v1: Path, tmp_path: Path) -> None:
+    served = start(str(v1), tmp_path / "cache",
+                   BATCOMPUTER_EXPECTED_API=str(expectation(v1, tmp_path / "api.json")))
+    try:
+        status, body = served.get("/api/info")
+        assert status == 200
+        assert json.loads(body)["api_fingerprint"] == json.loads(
+            (tmp_path / "api.json").read_text())["fingerprint"]
+    finally:
+        stop(served)
+    # No expectation yet (the first version of a MAJOR): it serves.
+    served = start(str(v1), tmp_path / "cache2", BATCOMPUTER_EXPECTED_API=str(tmp_path / "none.json"))
+    stop(served)

@@ -27,10 +27,10 @@ def sig(api: dict[str, Any] = API1, classifier: str = "random-forest",
 
 
 @pytest.mark.parametrize(("new", "bump", "why"), [
-    (sig(api=API2), Bump.MAJOR, "inputs added: place"),
-    (sig(api={**API1, "outputs": ["no", "yes"]}), Bump.MAJOR, "outputs"),
+    (sig(api=API2), Bump.MAJOR, "adds place"),
+    (sig(api={**API1, "outputs": ["no", "yes"]}), Bump.MAJOR, "changes the labels"),
     (sig(api={**API1, "inputs": [{**API1["inputs"][0], "values": ["a"]}]}), Bump.MAJOR,
-     "inputs changed: force"),
+     "changes the values of force"),
     (sig(classifier="extra-trees"), Bump.MINOR, "classifier changed"),
     (sig(params={"n_estimators": 50}), Bump.MINOR, "parameters changed (n_estimators)"),
     (sig(data="d2"), Bump.PATCH, "only the training data"),
@@ -88,7 +88,10 @@ def test_first_version_defaults_to_1_0_0() -> None:
     ("2.1.0", sig(api=API2), "use 2.0.0"),
     ("1.2.0", sig(params={"n_estimators": 50}), "nothing changed"),
     ("v1.2", sig(), "not a semantic version"),
-    ("1.2.0-rc.1", sig(), "pre-release"),
+    ("1.2", sig(), r"MAJOR\.MINOR\.PATCH\[-PRERELEASE\]\[\+BUILD\]"),
+    ("1.2.0-rc.1", sig(api=API2), "MINOR bump .* MAJOR change; publish 2.0.0-rc.1 instead"),
+    ("1.1.0+build.5", sig(data="d2"), "same precedence as 1.1.0; published versions are immutable"),
+    ("1.1.0-rc.1", sig(data="d2"), "lower than 1.1.0"),
 ])
 def test_manual_versions_that_break_the_rules_are_refused(requested: str, new: Signature,
                                                           message: str) -> None:
@@ -129,3 +132,124 @@ def test_published_files_are_read_only(registry: Path) -> None:
     meta = json.loads((registry / "crime" / "1.0.0" / "metadata.json").read_text())
     for name in [*meta["files"], "metadata.json"]:
         assert not (registry / "crime" / "1.0.0" / name).stat().st_mode & 0o222
+
+
+# --- semver 2.0.0 in full: pre-releases and build metadata ---------------------------------
+
+A = sig()                               # 1.2.0
+B = sig(params={"n_estimators": 50})    # a MINOR change from A
+RELEASED = {"1.2.0": A}
+
+
+def test_semver_equality_ignores_build_metadata_so_version_keys_would_collapse() -> None:
+    assert V("1.0.0+a") == V("1.0.0+b") == V("1.0.0")
+    assert hash(V("1.0.0+a")) == hash(V("1.0.0"))
+    assert len({V("1.0.0+a"): 1, V("1.0.0+b"): 2}) == 1  # hence the registry keys by text
+
+
+def test_precedence_order_puts_pre_releases_first_and_breaks_build_ties_by_text() -> None:
+    texts = ["1.0.0+b", "1.0.0", "1.0.0-rc.10", "1.0.0-alpha", "1.0.0+a", "0.9.0", "1.0.0-rc.2"]
+    assert sorted(texts, key=publish.precedence_key) == [
+        "0.9.0", "1.0.0-alpha", "1.0.0-rc.2", "1.0.0-rc.10", "1.0.0", "1.0.0+a", "1.0.0+b"]
+
+
+def test_pre_release_and_build_versions_are_accepted() -> None:
+    assert str(publish.choose_version({}, A, requested="2.0.0-rc.1")) == "2.0.0-rc.1"
+    assert str(publish.choose_version(RELEASED, B, requested="1.3.0-rc.1")) == "1.3.0-rc.1"
+    assert str(publish.choose_version(RELEASED, B, requested="1.3.0+build.5")) == "1.3.0+build.5"
+    assert str(publish.choose_version(RELEASED, B, requested="1.3.0-rc.1+b.7")) == "1.3.0-rc.1+b.7"
+
+
+def test_a_pre_release_must_be_a_valid_step_towards_its_release() -> None:
+    api_change = sig(api=API2)
+    assert str(publish.choose_version(RELEASED, api_change, requested="2.0.0-rc.1")) == "2.0.0-rc.1"
+    with pytest.raises(PublishError, match="1.3.0-rc.1 is a MINOR bump from 1.2.0, but the API "
+                                           r"changed .* publish 2.0.0-rc.1 instead"):
+        publish.choose_version(RELEASED, api_change, requested="1.3.0-rc.1")
+    with pytest.raises(PublishError, match="PATCH bump .* MINOR change; publish 1.3.0-beta instead"):
+        publish.choose_version(RELEASED, B, requested="1.2.1-beta")
+    with pytest.raises(PublishError, match="starts MAJOR 2; use 2.0.0-rc.1"):
+        publish.choose_version(RELEASED, api_change, requested="2.1.0-rc.1")
+
+
+def test_after_a_pre_release_come_later_pre_releases_and_the_release() -> None:
+    existing = {**RELEASED, "2.0.0-rc.1": sig(api=API2)}
+    for requested in ("2.0.0-rc.2", "2.0.0-rc.1.1", "2.0.0"):
+        # identical to the rc, yet allowed: compared with 1.2.0, the release before it
+        assert str(publish.choose_version(existing, sig(api=API2), requested=requested)) == requested
+    with pytest.raises(PublishError, match="2.0.0-alpha is lower than 2.0.0-rc.1, the latest 2.x"):
+        publish.choose_version(existing, sig(api=API2), requested="2.0.0-alpha")
+    with pytest.raises(PublishError, match="2.1.0 starts MAJOR 2; use 2.0.0"):
+        publish.choose_version(existing, sig(api=API2), requested="2.1.0")
+    with pytest.raises(PublishError, match="MAJOR change; publish 2.0.0-rc.2 instead"):
+        publish.choose_version(existing, sig(api=API2), requested="1.3.0-rc.1")
+
+
+def test_a_release_is_compared_with_the_release_before_it_not_with_its_rc() -> None:
+    existing = {**RELEASED, "1.3.0-rc.1": B}
+    assert str(publish.choose_version(existing, B, requested="1.3.0")) == "1.3.0"
+    assert str(publish.choose_version(existing, B)) == "1.3.0"  # auto: not "nothing changed"
+    with pytest.raises(PublishError, match="refusing to publish 1.3.0: nothing changed.* with 1.2.0"):
+        publish.choose_version(existing, A, requested="1.3.0")
+    with pytest.raises(PublishError, match="1.2.1 is lower than 1.3.0-rc.1"):
+        publish.choose_version(existing, sig(data="d2"), requested="1.2.1")
+    with pytest.raises(PublishError, match="1.3.0-rc.1 is already published; .* immutable"):
+        publish.choose_version(existing, B, requested="1.3.0-rc.1")
+
+
+def test_same_precedence_as_a_published_version_is_refused() -> None:
+    existing = {"1.0.0": A, "1.1.0+a": B}
+    for requested, other in (("1.0.0+b", "1.0.0"), ("1.1.0+b", "1.1.0\\+a"), ("1.1.0", "1.1.0\\+a")):
+        with pytest.raises(PublishError, match=f"{requested.replace('+', '.')} has the same "
+                                               f"precedence as {other}; published versions are "
+                                               "immutable"):
+            publish.choose_version(existing, sig(params={"n_estimators": 7}), requested=requested)
+
+
+@pytest.mark.parametrize(("existing", "new", "expected"), [
+    ({}, A, "1.0.0-rc.1"),
+    (RELEASED, B, "1.3.0-rc.1"),
+    (RELEASED, sig(data="d2"), "1.2.1-rc.1"),
+    (RELEASED, sig(api=API2), "2.0.0-rc.1"),
+    ({**RELEASED, "1.3.0-rc.1": B}, B, "1.3.0-rc.2"),
+    ({**RELEASED, "1.3.0-rc.1": B}, sig(params={"n_estimators": 9}), "1.3.0-rc.2"),
+    ({**RELEASED, "1.3.0-beta.2": B}, B, "1.3.0-beta.3"),
+    ({**RELEASED, "1.3.0-rc.1": B}, sig(api=API2), "2.0.0-rc.1"),
+    ({"1.0.0-rc.1": A}, A, "1.0.0-rc.2"),
+])
+def test_bump_pre(existing: dict[str, Signature], new: Signature, expected: str) -> None:
+    assert str(publish.choose_version(existing, new, bump="pre")) == expected
+
+
+def test_bump_pre_refuses_when_nothing_changed() -> None:
+    with pytest.raises(PublishError, match="nothing changed"):
+        publish.choose_version(RELEASED, A, bump="pre")
+
+
+def test_bump_release_publishes_the_latest_pending_pre_release() -> None:
+    existing = {**RELEASED, "1.3.0-rc.1": B, "1.3.0-rc.2+b.1": B}
+    assert str(publish.choose_version(existing, B, bump="release")) == "1.3.0"
+    assert str(publish.choose_version({"1.0.0-rc.1": A}, A, bump="release")) == "1.0.0"
+    with pytest.raises(PublishError, match="PATCH change; publish 1.2.1 instead"):
+        publish.choose_version(existing, sig(data="d2"), bump="release")
+    for done in ({**existing, "1.3.0+x": B}, RELEASED, {}):
+        with pytest.raises(PublishError, match="no unreleased pre-release; publish one with --bump pre"):
+            publish.choose_version(done, B, bump="release")
+    with pytest.raises(PublishError, match="--bump must be one of auto, .* pre, release"):
+        publish.choose_version(existing, B, bump="rc")
+
+
+def test_registry_keeps_versions_that_differ_only_in_build_metadata(registry: Path,
+                                                                     tmp_path: Path) -> None:
+    meta = (registry / "crime" / "1.0.0" / "metadata.json").read_text()
+    for name in ("1.0.0+b", "1.0.0", "1.0.0-rc.1", "1.0.0+a", "0.9.0", "not-a-version"):
+        (tmp_path / "crime" / name).mkdir(parents=True)
+        (tmp_path / "crime" / name / "metadata.json").write_text(meta)
+    reg = publish.Registry(tmp_path)
+    order = ["0.9.0", "1.0.0-rc.1", "1.0.0", "1.0.0+a", "1.0.0+b"]
+    assert list(reg.versions("crime")) == order
+    assert list(signatures := reg.signatures("crime")) == order
+    with pytest.raises(PublishError, match="1.0.0.c has the same precedence as 1.0.0;"):
+        publish.choose_version(signatures, A, requested="1.0.0+c")
+    with pytest.raises(PublishError, match="1.0.0.c has the same precedence as 1.0.0; .*immutable"):
+        reg.publish("crime", V("1.0.0+c"), None, None, None)  # type: ignore[arg-type]

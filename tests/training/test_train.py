@@ -133,3 +133,31 @@ def test_the_readme_shows_the_real_refusal(tmp_path: Path, crime_data: Path,
     capsys.readouterr()
     assert cli([*base, "--features", "force,crime,month,place", "--version", "1.2.0"]) == 2
     assert capsys.readouterr().err.strip() in readme
+
+
+def test_cli_pre_releases_and_build_metadata(tmp_path: Path, crime_data: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    reg = str(tmp_path / "reg")
+    base = ["-q", "train", str(crime_data), "--registry", reg, "--param", "n_estimators=5"]
+    minor = [*base, "--param", "max_depth=6"]
+    assert cli([*base, "--version", "1.0.0+build.5"]) == 0
+    assert cli([*minor, "--bump", "pre"]) == 0                                # 1.1.0-rc.1
+    assert cli([*minor, "--bump", "pre"]) == 0                                # 1.1.0-rc.2
+    capsys.readouterr()
+    assert cli([*minor, "--version", "1.0.0"]) == 2                           # before training
+    assert "1.0.0 has the same precedence as 1.0.0+build.5; published versions are immutable" \
+        in capsys.readouterr().err
+    assert cli([*minor, "--version", "1.1"]) == 2
+    assert "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]" in capsys.readouterr().err
+    assert cli([*minor, "--bump", "release"]) == 0                            # 1.1.0, same as rc.2
+    assert cli([*base, "--features", "force,crime,month,place", "--version", "1.2.0-rc.1"]) == 2
+    assert "publish 2.0.0-rc.1 instead" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli(["versions", reg, "crime"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    order = ["1.0.0+build.5", "1.1.0-rc.1", "1.1.0-rc.2", "1.1.0"]
+    assert [line.split()[0] for line in table] == ["VERSION", *order]
+    assert cli(["versions", reg, "crime", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert list(listed) == order
+    assert [m["version"] for m in listed.values()] == order
