@@ -53,7 +53,13 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         settings.execution.max_workers = 8
         if config.webhook:
             settings.admission.server, ca_bundle = webhook.server(config)
-            kube.register_webhook(webhook.configuration(config, ca_bundle))
+            hook = webhook.configuration(config, ca_bundle)
+
+            def keep_registered() -> None:
+                while not stop.is_set():
+                    kube.register_webhook(hook)
+                    stop.wait(config.resync_seconds)
+            threading.Thread(target=keep_registered, name="webhook", daemon=True).start()
         threads = [threading.Thread(target=controller.resync_forever, args=(stop,),
                                     name="resync", daemon=True)]
         for namespace in config.namespaces or (None,):

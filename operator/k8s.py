@@ -71,22 +71,29 @@ class Kube:
         applied: Obj = result.to_dict()
         return applied
 
-    def register_webhook(self, configuration: Obj) -> None:
-        """Point the installed ValidatingWebhookConfiguration at this operator (a merge patch:
-        its webhooks are replaced whole, placeholder client config included). The operator
-        may patch only that one (manifests/webhook.yaml installs it): never fatal."""
+    def register_webhook(self, configuration: Obj) -> bool:
+        """Point the installed ValidatingWebhookConfiguration at this operator, if it points
+        elsewhere (re-applying manifests/webhook.yaml puts its placeholder back). A merge
+        patch: its webhooks are replaced whole. The operator may read and patch only that
+        one: never fatal. True if it was patched."""
         name = configuration["metadata"]["name"]
+        resource = self.resources["ValidatingWebhookConfiguration"]
         try:
-            self.resources["ValidatingWebhookConfiguration"].patch(
-                name=name, body={"webhooks": configuration["webhooks"]},
-                content_type="application/merge-patch+json")
+            live = resource.get(name=name).to_dict()
+            wanted = configuration["webhooks"]
+            if [h.get("clientConfig") for h in live.get("webhooks") or []] == [
+                    h["clientConfig"] for h in wanted]:
+                return False
+            resource.patch(name=name, body={"webhooks": wanted},
+                           content_type="application/merge-patch+json")
         except DynamicApiError as exc:
             log.error("Could not register the admission webhook %s (is manifests/webhook.yaml "
                       "installed? the servers still check every version's API): %s",
                       name, _message(exc))
-            return
+            return False
         log.info("Admission webhook %s -> %s", name,
                  configuration["webhooks"][0]["clientConfig"].get("url") or "its Service")
+        return True
 
     def list_objects(self, kind: str, namespace: str, selector: str) -> list[Obj]:
         found = self.resources[kind].get(namespace=namespace, label_selector=selector)

@@ -32,6 +32,7 @@ from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import serve_files
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 RC = "1.2.0-rc.1+build.7"
 FORGED = "1.3.0"
@@ -74,6 +75,15 @@ def test_the_webhook_refuses_a_minor_that_changes_its_majors_api(
     assert done.returncode != 0
     assert (WEBHOOK + f"{FORGED} changes the API of MAJOR 1 (adds place) that 1.0.0 serves: "
             f"publish it as 2.0.0 and list it as its own entry beside MAJOR 1") in done.stderr
+    # An admin re-applies the manifests: the placeholder is back, and the operator puts
+    # itself back within a resync period.
+    kubectl("apply", "-f", str(REPO / "manifests" / "webhook.yaml"))
+
+    def registered() -> bool:
+        hook = get(kubectl, "", "validatingwebhookconfiguration", "batmodels.batcomputer.io")
+        return hook["webhooks"][0]["clientConfig"]["url"] != "https://127.0.0.1:1/artifacts"
+    wait_for(registered, timeout=30, what="the webhook registered again")
+    assert apply(kubectl, namespace, batmodel(base, FORGED, replicas=1)).returncode != 0
     # An entry whose artifact is another version.
     wrong = batmodel(base, "1.1.0", replicas=1).replace(f"{base}/crime/1.1.0/", f"{base}/crime/1.0.0/")
     done = apply(kubectl, namespace, wrong)
