@@ -64,6 +64,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; send finite numbers")
 
 
+def read_body(environ: WSGIEnvironment, limit: int) -> bytes:
+    """The request body, refused with 413 before anything is parsed when it is over
+    ``limit`` bytes, also when it is chunked (no Content-Length: the server de-chunks it,
+    and reading stops one byte past the limit)."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length.isdigit():
+        if int(length) > limit:
+            raise PayloadTooLarge(f"request body of {length} bytes; at most {limit} bytes")
+        body: bytes = stream.read(int(length))
+        return body
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes; at most {limit} bytes")
+    return body
+
+
 def parse_body(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
@@ -217,7 +234,7 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
         if not request.is_json:
             raise errors.UnsupportedMediaType(
                 "send the inputs as JSON with Content-Type: application/json")
-        payload = parse_body(request.get_data(cache=False))
+        payload = parse_body(read_body(request.environ, settings.max_body_bytes))
         if isinstance(payload, dict):
             out = model.predict_one_json(payload, record)
             counter.inc()

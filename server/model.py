@@ -44,6 +44,11 @@ RENDER_LIMIT: Final = 250_000
 
 Row = dict[str, float]
 
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+"""scikit-learn's trees compare inputs as float32: a number beyond this cannot be given to
+the model (it refuses it, or it overflows to infinity), so an unbounded numeric input
+takes at most this in either direction."""
+
 
 @dataclass(frozen=True)
 class Input:
@@ -86,6 +91,15 @@ class Input:
             out["maximum"] = self.maximum
         return out
 
+    @property
+    def low(self) -> float:
+        """The lowest number the model can take: the declared minimum, else float32's."""
+        return self.minimum if self.minimum is not None else -FLOAT32_MAX
+
+    @property
+    def high(self) -> float:
+        return self.maximum if self.maximum is not None else FLOAT32_MAX
+
     def encode(self, value: object, where: str) -> float:
         """The model's input for ``value``, or InvalidInput saying what to send."""
         if self.kind == "categorical":
@@ -105,21 +119,14 @@ class Input:
         if self.kind == "integer" and isinstance(value, float) and not value.is_integer():
             raise InvalidInput(f"{where}{self.name} must be {self._range_text()}, "
                                f"not {value!r}")
-        if ((self.minimum is not None and value < self.minimum)
-                or (self.maximum is not None and value > self.maximum)):
+        if not self.low <= value <= self.high:
             raise InvalidInput(f"{where}{self.name} must be {self._range_text()}, "
-                               f"not {value!r}")
+                               f"not {_short(repr(value))}")
         return float(value)
 
     def _range_text(self) -> str:
         kind = "an integer" if self.kind == "integer" else "a number"
-        if self.minimum is not None and self.maximum is not None:
-            return f"{kind} from {self.minimum} to {self.maximum}"
-        if self.minimum is not None:
-            return f"{kind} of at least {self.minimum}"
-        if self.maximum is not None:
-            return f"{kind} of at most {self.maximum}"
-        return kind
+        return f"{kind} from {self.low:g} to {self.high:g}"
 
     def _accepted(self) -> str:
         values = list(self.codes)
@@ -143,6 +150,10 @@ def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _short(text: str, limit: int = 30) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _show(value: str, limit: int = 60) -> str:

@@ -11,7 +11,8 @@ ERROR_STATUSES = {
     "400": "The body is not JSON, or not an object or a list of objects",
     "413": "The body or the batch is too large",
     "415": "The Content-Type is not application/json",
-    "422": "An input is missing, unexpected, of the wrong type or not an accepted value",
+    "422": ("An input is missing, unexpected, of the wrong type, not an accepted value or out "
+            "of range; in a batch the message names the row"),
     "503": "The model is not loaded",
 }
 
@@ -24,12 +25,10 @@ def _input_schema(item: Input) -> dict[str, Any]:
         values = list(item.codes)
         schema.update(type="string", enum=values, example=values[0] if values else "")
     else:
-        schema["type"] = "integer" if item.kind == "integer" else "number"
-        if item.minimum is not None:
-            schema["minimum"] = item.minimum
-        if item.maximum is not None:
-            schema["maximum"] = item.maximum
-        schema["example"] = item.minimum if item.minimum is not None else 0
+        # The range the model can take (float32's where none is declared): beyond it, 422.
+        schema.update(type="integer" if item.kind == "integer" else "number",
+                      minimum=item.low, maximum=item.high,
+                      example=item.minimum if item.minimum is not None else 0)
     return schema
 
 

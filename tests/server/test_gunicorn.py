@@ -308,3 +308,62 @@ def test_serves_an_artifact_that_keeps_the_api(v1: Path, tmp_path: Path) -> None
     # No expectation yet (the first version of a MAJOR): it serves.
     served = start(str(v1), tmp_path / "cache2", BATCOMPUTER_EXPECTED_API=str(tmp_path / "none.json"))
     stop(served)
+
+
+def chunked_post(url: str, chunks: list[bytes]) -> tuple[int, Any]:
+    """POST with Transfer-Encoding: chunked (no Content-Length)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("POST", "/api/predict", body=iter(chunks), encode_chunked=True,
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_over_the_limit_get_413_unparsed(v1: Path, tmp_path: Path) -> None:
+    served = start(str(v1), tmp_path / "cache", BATCOMPUTER_MAX_BODY_BYTES="2000")
+    try:
+        row = json.dumps(ROW).encode()
+        assert chunked_post(served.url, [row[:10], row[10:]]) == (
+            200, served.predict(ROW)[1])
+        # Whitespace after a valid row, and a row cut by the limit: both over it.
+        for chunks in ([row, b" " * 3000], [b'{"force": "' + b"x" * 2500 + b'"}']):
+            status, body = chunked_post(served.url, chunks)
+            assert status == 413 and "over 2000 bytes" in body["error"], body
+    finally:
+        stop(served)
+
+
+def test_numbers_beyond_what_the_model_takes_are_422(artifact_copy: Callable[..., Path],
+                                                     tmp_path: Path) -> None:
+    """month without an upper bound: the estimator answers (no table), and numbers beyond
+    float32 used to reach it and give 500."""
+    def unbounded(folder: Path) -> None:
+        meta = json.loads((folder / "metadata.json").read_text())
+        for item in meta["schema"]["inputs"]:
+            if item["name"] == "month":
+                item.pop("maximum", None)
+                item["type"] = "number"
+        (folder / "metadata.json").write_text(json.dumps(meta))
+
+    served = start(str(artifact_copy(unbounded)), tmp_path / "cache")
+    try:
+        assert json.loads(served.get("/api/info")[1])["prediction"]["mode"] == "estimator"
+        assert served.predict({**ROW, "month": 3.4e38})[0] == 200
+        for value in (3.5e38, 1e308, 10**41):
+            status, body = served.predict({**ROW, "month": value})
+            assert status == 422, body
+            assert body["error"].startswith("month must be a number from 1 to 3.40282e+38, not ")
+        status, body = served.predict([ROW, {**ROW, "month": 10**41}])
+        assert status == 422 and body["error"].startswith("row 1: month")
+        month = json.loads(served.get("/api/swagger.json")[1])["components"]["schemas"]["Input"][
+            "properties"]["month"]
+        assert (month["minimum"], month["maximum"]) == (1, 3.4028234663852886e38)
+    finally:
+        stop(served)

@@ -151,8 +151,31 @@ def test_unbounded_numeric_input_uses_the_estimator() -> None:
     item = Input("speed", "number", minimum=0)
     assert item.grid() is None
     assert item.encode(12.5, "") == 12.5
-    with pytest.raises(InvalidInput, match="speed must be a number of at least 0, not -1"):
+    with pytest.raises(InvalidInput, match="speed must be a number from 0 to 3.40282e.38, not -1"):
         item.encode(-1, "")
+
+
+@pytest.mark.parametrize("value", [3.5e38, -1e308, 10**41, -(10**41)])
+def test_numbers_the_model_cannot_take_are_refused_by_name_and_range(value: float) -> None:
+    """Valid JSON numbers beyond float32 (what scikit-learn's trees compare in) used to
+    reach the estimator and give a 500."""
+    with pytest.raises(InvalidInput, match=r"^latitude must be a number from -3.40282e\+38 to "
+                                           r"3.40282e\+38, not -?\d"):
+        Input("latitude", "number").encode(value, "")
+    assert Input("latitude", "number").encode(3.4e38, "") == 3.4e38
+
+
+def test_an_estimator_model_answers_the_whole_documented_range() -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    estimator = DecisionTreeClassifier(random_state=0).fit(x, [0, 0, 1, 1])
+    model = Model(name="m", version="1.0.0", inputs=[Input("x", "number")], labels=["no", "yes"],
+                  metadata={}, estimator=estimator)
+    for edge in (-3.4028234663852886e38, 3.4028234663852886e38, 0.5, 10**38):
+        assert set(model.predict_one({"x": edge})) == {"no", "yes"}
+    with pytest.raises(InvalidInput, match="row 1: x must be a number from"):
+        model.predict_many([{"x": 1}, {"x": 1e39}])
 
 
 def test_n_jobs_is_reset_everywhere() -> None:
