@@ -4,8 +4,8 @@
 
 Both servers serve the same artifact (by default the reference model: a
 100-tree random forest trained by `batcomputer train` on 12 months of generated
-data) with the same number of gunicorn worker processes (sync workers unless
---threads says otherwise) on 127.0.0.1. Both
+data) with the same number of gunicorn worker processes (the naive wrapper: sync workers;
+ours: --worker-class, by default its own default, gevent) on 127.0.0.1. Both
 run for the whole benchmark and each figure is measured on one right after the
 other, so both see the same machine. The load is closed-loop: N clients each
 send a request as soon as the previous answer arrives. Request bodies cover every valid combination of
@@ -132,7 +132,7 @@ def free_port() -> int:
 
 
 def start(kind: str, artifact: Path, port: int, workers: int, threads: int,
-          log: Path) -> subprocess.Popen[bytes]:
+          log: Path, worker_class: str = "gevent") -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind == "naive":
         env["BENCH_ARTIFACT"] = str(artifact)
@@ -141,7 +141,7 @@ def start(kind: str, artifact: Path, port: int, workers: int, threads: int,
     else:
         cmd = [str(BIN / "batcomputer"), "serve", "--artifact", str(artifact), "--host",
                "127.0.0.1", "--port", str(port), "--workers", str(workers), "--threads",
-               str(threads)]
+               str(threads), "--worker-class", worker_class]
     handle = log.open("wb")
     return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -300,7 +300,7 @@ def bench(args: argparse.Namespace, artifact: Path, bodies: dict[str, Path],
             urls[kind] = f"http://127.0.0.1:{port}/api/predict"
             started = time.perf_counter()
             procs[kind] = start(kind, artifact, port, args.workers, args.threads,
-                                work / f"{kind}.log")
+                                work / f"{kind}.log", args.worker_class)
             first_prediction(urls[kind], first_body, procs[kind])
             results[kind]["cold_s"] = time.perf_counter() - started
         for kind in KINDS:
@@ -333,8 +333,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up load")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both servers)")
+    parser.add_argument("--worker-class", default="gevent", choices=["gevent", "sync", "gthread"],
+                        help="worker model of batcomputer serve (default: its default, gevent)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads per worker of batcomputer serve (default 1: sync workers)")
+                        help="threads per gthread worker of batcomputer serve")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each figure this many times and report the median")
     parser.add_argument("--seed", type=int, default=1, help="seed of the request order")
@@ -353,7 +355,8 @@ def main() -> int:
               f"{meta['training']['estimator']} {meta['training']['params']})")
         print(f"Workload: {combos:,} input combinations in random order; {args.workers} "
               f"gunicorn workers each (naive: sync; batcomputer: "
-              f"{'sync' if args.threads == 1 else f'gthread x {args.threads}'}); "
+              f"{args.worker_class}"
+              f"{f' x {args.threads} threads' if args.worker_class == 'gthread' else ''}); "
               f"load generator {generator}; {args.duration:g}s per figure, median of "
               f"{args.repeat}; {os.cpu_count()} CPUs; load average before: "
               f"{os.getloadavg()[0]:.2f}", flush=True)

@@ -44,8 +44,10 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, help="port (default 8080) [BATCOMPUTER_PORT]")
     serve.add_argument("--workers", type=int, help="gunicorn workers (default 2) "
                                                    "[BATCOMPUTER_WORKERS]")
-    serve.add_argument("--threads", type=int, help="threads per worker; more than 1 uses "
-                                                   "gthread workers (default 1: sync workers) "
+    serve.add_argument("--worker-class", choices=["gevent", "sync", "gthread"],
+                       help="gunicorn worker model (default gevent: slow or idle clients hold "
+                            "nothing others need) [BATCOMPUTER_WORKER_CLASS]")
+    serve.add_argument("--threads", type=int, help="threads per gthread worker "
                                                    "[BATCOMPUTER_THREADS]")
 
 
@@ -66,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(artifact=args.artifact, version=args.version,
                                      digest=args.digest, model_name=args.model_name,
                                      host=args.host, port=args.port, workers=args.workers,
-                                     threads=args.threads)
+                                     threads=args.threads, worker_class=args.worker_class)
     except SettingsError as exc:
         refuse(Settings.termination_log, str(exc))
         return EXIT_BAD_SETTINGS

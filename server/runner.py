@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,6 +86,20 @@ def gunicorn_options(settings: Settings, metrics_dir: Path, model: Model) -> dic
     def on_exit(server: Any) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
+    def worker_exit(server: Any, worker: Any) -> None:
+        """With gevent workers, end the worker here, with the code it was leaving with:
+        at interpreter exit, logging's clean-up runs after gevent's patched threading is
+        gone and prints a traceback on every clean exit."""
+        if settings.worker_class != "gevent":
+            return
+        leaving = sys.exc_info()[1]
+        code = (leaving.code if isinstance(leaving, SystemExit) and isinstance(leaving.code, int)
+                else 0 if leaving is None else 1)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
     def when_ready(server: Any) -> None:
         log.info("Serving %s %s on http://%s:%d with %d worker(s)", model.name, model.version,
                  host, settings.port, settings.workers)
@@ -93,12 +108,11 @@ def gunicorn_options(settings: Settings, metrics_dir: Path, model: Model) -> dic
     return {
         "bind": f"{host}:{settings.port}",
         "workers": settings.workers,
-        # sync workers: one request at a time per process, so no GIL hand-offs and
-        # requests spread over the workers; measured (bench/) the same requests/s as
-        # gthread on 2 cores with about half the p99. Threads > 1 -> gthread
-        # (keep-alive, useful for slow clients or the estimator mode).
-        "worker_class": "sync" if settings.threads == 1 else "gthread",
+        # See Settings.worker_class (and bench/server.py for the figures).
+        "worker_class": ("gthread" if settings.worker_class == "sync" and settings.threads > 1
+                         else settings.worker_class),
         "threads": settings.threads,
+        "worker_connections": settings.worker_connections,
         "preload_app": True,
         "timeout": 30,
         "graceful_timeout": 20,
@@ -110,6 +124,7 @@ def gunicorn_options(settings: Settings, metrics_dir: Path, model: Model) -> dic
         "worker_tmp_dir": str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None,
         "proc_name": f"batcomputer-{model.name}-{model.version}",
         "child_exit": child_exit,
+        "worker_exit": worker_exit,
         "when_ready": when_ready,
         "on_exit": on_exit,
     }

@@ -19,6 +19,7 @@ import semver
 
 ENV_PREFIX: Final = "BATCOMPUTER_"
 DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+WORKER_CLASSES: Final = ("gevent", "sync", "gthread")
 
 
 class SettingsError(ValueError):
@@ -43,9 +44,15 @@ class Settings:
     port: int = 8080
     workers: int = 2
     """Gunicorn worker processes."""
+    worker_class: str = "gevent"
+    """gunicorn's worker model: gevent (default: every connection is a greenlet, so slow
+    or idle clients hold nothing that others need; measured in bench/server.py), sync
+    (one request at a time per worker: a client that sends its body slowly blocks the
+    worker, and two of them stop the health checks), or gthread (``threads`` per worker)."""
     threads: int = 1
-    """Threads per worker: 1 uses gunicorn's sync workers (the lowest tail latency
-    for short CPU-bound requests); more uses gthread workers (keep-alive)."""
+    """Threads per gthread worker (more than 1 with worker_class sync selects gthread)."""
+    worker_connections: int = 1000
+    """Most simultaneous connections per gevent worker."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; none by default. '*' must be asked for explicitly."""
     cache_dir: Path | None = None
@@ -88,7 +95,11 @@ class Settings:
                                 "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is not in 0-65535")
-        for name in ("workers", "threads", "max_body_bytes", "max_batch", "max_artifact_bytes"):
+        if self.worker_class not in WORKER_CLASSES:
+            raise SettingsError(f"worker_class {self.worker_class!r} is not one of "
+                                f"{', '.join(WORKER_CLASSES)}")
+        for name in ("workers", "threads", "max_body_bytes", "max_batch", "max_artifact_bytes",
+                     "worker_connections"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.memo_limit < 0:

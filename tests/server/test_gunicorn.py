@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -367,3 +368,45 @@ def test_numbers_beyond_what_the_model_takes_are_422(artifact_copy: Callable[...
         assert (month["minimum"], month["maximum"]) == (1, 3.4028234663852886e38)
     finally:
         stop(served)
+
+
+def test_slow_and_idle_clients_do_not_stop_health_checks_or_predictions(
+        v1: Path, tmp_path: Path) -> None:
+    """20 clients that send their body a byte a second, and 200 idle keep-alive
+    connections: with sync workers two slow clients were enough to block every worker
+    (and get them killed after 30 s)."""
+    served = start(str(v1), tmp_path / "cache")
+    port = int(served.url.rsplit(":", 1)[1])
+    stop_at = time.monotonic() + 6
+    sockets: list[socket.socket] = []
+
+    def trickle() -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sockets.append(sock)
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 100\r\n\r\n")
+        with contextlib.suppress(OSError):
+            while time.monotonic() < stop_at:
+                sock.sendall(b" ")
+                time.sleep(1)
+
+    try:
+        for _ in range(200):
+            idle = socket.create_connection(("127.0.0.1", port))
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # then keep it open
+            sockets.append(idle)
+        with ThreadPoolExecutor(20) as pool:
+            for _ in range(20):
+                pool.submit(trickle)
+            checks = 0
+            while time.monotonic() < stop_at:
+                assert served.get("/healthz")[0] == 200
+                assert served.predict(ROW)[0] == 200
+                checks += 1
+                time.sleep(0.2)
+        assert checks >= 10
+    finally:
+        for sock in sockets:
+            sock.close()
+        log = stop(served)
+    assert "WORKER TIMEOUT" not in log

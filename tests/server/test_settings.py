@@ -57,3 +57,10 @@ def test_flags_override_environment_and_none_means_unset() -> None:
 def test_bad_values_are_refused_with_the_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_the_worker_model_is_gevent_unless_asked_otherwise() -> None:
+    assert Settings().worker_class == "gevent"
+    assert Settings.from_env({"BATCOMPUTER_WORKER_CLASS": "sync"}).worker_class == "sync"
+    with pytest.raises(SettingsError, match="worker_class 'eventlet' is not one of gevent, sync"):
+        Settings(worker_class="eventlet")
