@@ -14,6 +14,7 @@ operator is down goes at once, and garbage collection removes its children.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -89,11 +90,17 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         controller.reconcile(str(meta["namespace"]), str(meta["name"]))
 
     if config.webhook:
+        # Reviews run on threads of their own: kopf's handler threads may all be busy
+        # reconciling (say, 200 models created at once), and the API server is waiting.
+        reviewers = concurrent.futures.ThreadPoolExecutor(max_workers=4,
+                                                          thread_name_prefix="admission")
+
         # Registered with the API server by webhook.configuration (failurePolicy Ignore).
         @kopf.on.validate(*resource, id=webhook.HANDLER, operations=["CREATE", "UPDATE"],
                           ignore_failures=True, registry=registry)
-        def review(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
-            result = admission.review(kwargs.get("old"), body, admission.fetch_metadata)
+        async def review(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+            result = await asyncio.get_running_loop().run_in_executor(
+                reviewers, admission.review, kwargs.get("old"), body, admission.fetch_metadata)
             warnings.extend(result.warnings)
             if result.problems:
                 raise kopf.AdmissionError("; ".join(result.problems), code=422)

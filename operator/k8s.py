@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,9 @@ class Kube:
                  pod_address_map: tuple[tuple[str, str], ...] = ()) -> None:
         self.field_manager = field_manager
         self.pod_address_map = pod_address_map
+        self._silent: dict[str, float] = {}
+        """Pods that did not answer /api/info, by uid: until when not to ask again."""
+        self._asked: dict[str, float] = {}
         self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
@@ -128,14 +132,34 @@ class Kube:
         """A server pod's /metrics; None if unreachable."""
         return self._from_pod(pod, "/metrics", 4 * 1024 * 1024)
 
+    def may_ask(self, key: str) -> bool:
+        """Whether to ask pods about ``key`` now: at most every 10 s, so a MAJOR whose pods
+        do not answer (yet) costs a pod listing per 10 s, not one per reconcile."""
+        now = time.monotonic()
+        if now < self._asked.get(key, 0.0):
+            return False
+        if len(self._asked) > 10_000:
+            self._asked.clear()
+        self._asked[key] = now + 10
+        return True
+
     def pod_info(self, pod: Obj) -> Obj | None:
-        """A server pod's /api/info; None if unreachable or not JSON."""
+        """A server pod's /api/info; None if unreachable or not JSON. A pod that did not
+        answer is not asked again for a minute (reconciles of a model come in bursts)."""
+        uid = str(pod["metadata"].get("uid", ""))
+        if time.monotonic() < self._silent.get(uid, 0.0):
+            return None
         text = self._from_pod(pod, "/api/info", 4 * 1024 * 1024)
         try:
             info = json.loads(text) if text is not None else None
         except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            if len(self._silent) > 10_000:
+                self._silent.clear()
+            self._silent[uid] = time.monotonic() + 60
             return None
-        return info if isinstance(info, dict) else None
+        return info
 
     def _from_pod(self, pod: Obj, path: str, limit: int) -> str | None:
         """GET ``path`` from a server pod (not the Kubernetes API: the pod itself, at its IP,

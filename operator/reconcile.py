@@ -37,6 +37,7 @@ class Api(Protocol):
     def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj: ...
     def pod_metrics(self, pod: Obj) -> str | None: ...
     def pod_info(self, pod: Obj) -> Obj | None: ...
+    def may_ask(self, key: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,9 @@ def _api_records(model: spec.ModelSpec, api: Api, previous: Obj,
     for version in model.versions:
         record = desired.recorded_api(existing.get(("ConfigMap", desired.child_name(
             model.name, version.major))))
-        if record is None and (served := serving.get(history.target(version.major))):
+        served = serving.get(history.target(version.major))
+        if record is None and served and api.may_ask(
+                f"{model.namespace}/{model.name}/{version.major}/{served}"):
             record = _learn_api(api, version.major, served, pods())
         if record is not None:
             records[version.major] = record

@@ -41,6 +41,9 @@ class FakeApi:
     def pods(self, namespace: str, model: str) -> list[dict[str, Any]]:
         return self.pod_list
 
+    def may_ask(self, key: str) -> bool:
+        return True
+
     def pod_info(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         self.info_calls += 1
         return self.infos.get(pod["metadata"]["name"])
