@@ -19,9 +19,10 @@ DRAIN_SECONDS: Final = 5
 """A terminating server pod keeps serving this long before it is stopped, so clients and
 proxies that still send to it (until they see the endpoint go) are answered."""
 GRACE_SECONDS: Final = 30
+"""The drain, then gunicorn's graceful shutdown (20 s) of requests in flight."""
 API_MOUNT: Final = "/etc/batcomputer/api"
 API_KEY: Final = "api.json"
-"""The drain, then gunicorn's graceful shutdown (20 s) of requests in flight."""
+"""Where each server pod finds its MAJOR's API record (`api_record`)."""
 
 
 def child_name(model: str, major: int) -> str:

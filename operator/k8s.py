@@ -41,14 +41,31 @@ def api_client() -> client.ApiClient:
         return config.new_client_from_config()
 
 
+class Cooldown:
+    """Keys that rest for ``seconds`` after `start` (bounded: forgets all past 10,000)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until: dict[str, float] = {}
+
+    def cooling(self, key: str) -> bool:
+        return time.monotonic() < self.until.get(key, 0.0)
+
+    def start(self, key: str) -> None:
+        if len(self.until) > 10_000:
+            self.until.clear()
+        self.until[key] = time.monotonic() + self.seconds
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, field_manager: str,
                  pod_address_map: tuple[tuple[str, str], ...] = ()) -> None:
         self.field_manager = field_manager
         self.pod_address_map = pod_address_map
-        self._silent: dict[str, float] = {}
-        """Pods that did not answer /api/info, by uid: until when not to ask again."""
-        self._asked: dict[str, float] = {}
+        self._silent = Cooldown(60)
+        """Pods that did not answer /api/info, by uid."""
+        self._asked = Cooldown(10)
+        """MAJORs whose pods were asked for their API."""
         self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
@@ -135,19 +152,16 @@ class Kube:
     def may_ask(self, key: str) -> bool:
         """Whether to ask pods about ``key`` now: at most every 10 s, so a MAJOR whose pods
         do not answer (yet) costs a pod listing per 10 s, not one per reconcile."""
-        now = time.monotonic()
-        if now < self._asked.get(key, 0.0):
+        if self._asked.cooling(key):
             return False
-        if len(self._asked) > 10_000:
-            self._asked.clear()
-        self._asked[key] = now + 10
+        self._asked.start(key)
         return True
 
     def pod_info(self, pod: Obj) -> Obj | None:
         """A server pod's /api/info; None if unreachable or not JSON. A pod that did not
         answer is not asked again for a minute (reconciles of a model come in bursts)."""
         uid = str(pod["metadata"].get("uid", ""))
-        if time.monotonic() < self._silent.get(uid, 0.0):
+        if self._silent.cooling(uid):
             return None
         text = self._from_pod(pod, "/api/info", 4 * 1024 * 1024)
         try:
@@ -155,9 +169,7 @@ class Kube:
         except ValueError:
             info = None
         if not isinstance(info, dict):
-            if len(self._silent) > 10_000:
-                self._silent.clear()
-            self._silent[uid] = time.monotonic() + 60
+            self._silent.start(uid)
             return None
         return info
 

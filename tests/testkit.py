@@ -16,7 +16,7 @@ from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, service_urls
 
 __all__ = ["KENT", "Kubectl", "Load", "OperatorProcess", "batmodel", "condition", "get", "predict",
-           "served_versions", "service_urls", "wait_for", "wait_model_ready"]
+           "read_only_claim", "served_versions", "service_urls", "wait_for", "wait_model_ready"]
 
 KENT = {"force": "Kent Police", "crime": "Drugs", "month": 6}
 
@@ -49,6 +49,20 @@ def batmodel(base: str, *versions: str, promoted: str | None = None, replicas: i
         spec["promoted"] = promoted
     return yaml.safe_dump({"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel",
                            "metadata": {"name": name}, "spec": spec})
+
+
+def read_only_claim(kubectl: Kubectl, ns: str, claim: str, folder: Any) -> None:
+    """A PersistentVolumeClaim ``claim`` bound to a hostPath PersistentVolume of ``folder``
+    (a model registry), as an admin prepares a volume of models."""
+    volume = f"{ns}-{claim}"
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                   "storageClassName": "manual", "hostPath": {"path": str(folder)}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+           "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "manual",
+                    "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(pvc), namespace=ns)
 
 
 def get(kubectl: Kubectl, ns: str, *what: str) -> dict[str, Any]:

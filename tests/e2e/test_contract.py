@@ -21,6 +21,7 @@ from testkit import (
     condition,
     get,
     predict,
+    read_only_claim,
     served_versions,
     service_urls,
     wait_for,
@@ -100,14 +101,7 @@ def test_the_webhook_refuses_a_minor_that_changes_its_majors_api(
 def test_a_pvc_roll_to_another_api_stalls_and_the_old_version_keeps_serving(
         control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str,
         registry: Path) -> None:
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-contract"},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
-                   "storageClassName": "manual", "hostPath": {"path": str(registry)}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "contract-store"},
-           "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "manual",
-                    "volumeName": f"{namespace}-contract", "resources": {"requests": {"storage": "1Gi"}}}}
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(pvc), namespace=namespace)
+    read_only_claim(kubectl, namespace, "contract-store", registry)
 
     def stored(version: str) -> str:
         return yaml.safe_dump({

@@ -18,6 +18,7 @@ from testkit import (
     condition,
     get,
     predict,
+    read_only_claim,
     served_versions,
     wait_for,
     wait_model_ready,
@@ -298,14 +299,7 @@ def test_pvc_artifacts_are_mounted_and_served(
         model_registry: Any) -> None:
     """pvc://claim/path: the operator mounts the claim read-only and points the server
     at the path inside it (the podlet maps the mount onto the PersistentVolume's folder)."""
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-models"},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
-                   "storageClassName": "manual", "hostPath": {"path": str(model_registry)}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "model-store"},
-           "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "manual",
-                    "volumeName": f"{namespace}-models", "resources": {"requests": {"storage": "1Gi"}}}}
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(pv))
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(pvc), namespace=namespace)
+    read_only_claim(kubectl, namespace, "model-store", model_registry)
     doc = {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel", "metadata": {"name": "stored"},
            "spec": {"replicas": 1, "versions": [{"version": "1.0.0",
                                                  "artifact": "pvc://model-store/crime/1.0.0"}]}}
