@@ -18,6 +18,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 REQUIRED_COLUMNS = ("Month", "Reported by", "Location", "Crime type", "Last outcome category")
+# Kept when a file has them (empty strings when not): only the features that use them need them.
+OPTIONAL_COLUMNS = ("Latitude", "Longitude")
 
 
 class DataError(UserError, ValueError):
@@ -115,7 +118,8 @@ def _read_one(path: Path, report: ReadReport | None = None) -> pd.DataFrame:
             f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}; "
             f"a police.uk street-level file has: {', '.join(police.STREET_COLUMNS)}"
         )
-    frame = frame.loc[:, list(REQUIRED_COLUMNS)].apply(lambda col: col.str.strip())
+    frame = frame.reindex(columns=[*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS], fill_value="")
+    frame = frame.apply(lambda col: col.str.strip())
     # Line numbers as in the file: header is line 1.
     frame.index = pd.RangeIndex(2, len(frame) + 2)
     bad_month = ~frame["Month"].str.match(MONTH_RE)
@@ -147,7 +151,8 @@ def read_crimes(source: str | Path) -> tuple[pd.DataFrame, ReadReport]:
     """Read every file and keep rows whose outcome says caught or not caught.
 
     Returns columns Month, Reported by, Location, Crime type, Last outcome
-    category and a boolean ``caught``.
+    category, Latitude, Longitude (empty strings where a file has none) and a
+    boolean ``caught``.
     """
     files = find_files(source)
     report = ReadReport(files=files)
@@ -200,13 +205,31 @@ def _months(start: str, count: int) -> list[str]:
     return out
 
 
+# (latitude, longitude) of a few city centres: generated crimes near one are more often caught.
+CITIES: Final[tuple[tuple[float, float], ...]] = (
+    (51.507, -0.128), (52.486, -1.890), (53.480, -2.242),  # London, Birmingham, Manchester
+    (53.800, -1.549), (51.454, -2.588), (54.978, -1.618),  # Leeds, Bristol, Newcastle
+)
+
+
+def _urban(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """A smooth logit term from the map point: up to +0.8 at a city centre, fading
+    over ~50 km, centred so it barely moves the overall catch rate."""
+    nearest = np.full(lat.shape, np.inf)
+    for city_lat, city_lon in CITIES:
+        east = (lon - city_lon) * math.cos(math.radians(city_lat))
+        nearest = np.minimum(nearest, np.hypot(lat - city_lat, east))
+    urban: np.ndarray = 0.8 * np.exp(-((nearest / 0.45) ** 2)) - 0.15
+    return urban
+
+
 def generate(out_dir: str | Path, *, seed: int = 42, months: int = 12, start: str = "2024-01",
              rows_per_file: int = 120) -> list[Path]:
     """Write deterministic police.uk-shaped street-level files, one per force and month
     (``<out>/<YYYY-MM>/<YYYY-MM>-<force>-street.csv``), as the police.uk archive lays them out.
 
-    The chance of "caught" follows a logistic model of force, crime type, month and
-    place, so a classifier has something real to learn.
+    The chance of "caught" follows a logistic model of force, crime type, month,
+    place and distance to a city centre, so a classifier has something real to learn.
     """
     if not MONTH_RE.match(start):
         raise ValueError(f"start month {start!r} is not YYYY-MM")
@@ -249,15 +272,20 @@ def generate(out_dir: str | Path, *, seed: int = 42, months: int = 12, start: st
                              rng.choice(streets, size=n))
             logit = np.array([crime_base[c] for c in crime]) + force_effect[force] + season
             logit += np.where(on_place, [place_effect.get(p, 0.0) for p in place], 0.0)
-            caught = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+            # The rng calls keep their order (and so every other column its values);
+            # "caught" is decided once the map point it depends on is drawn.
+            chance = rng.random(n)
             is_open = rng.random(n) < 0.08
-            outcome = np.where(caught, rng.choice(caught_outcomes, size=n),
-                               rng.choice(not_caught_outcomes, size=n))
-            outcome = np.where(is_open, rng.choice(open_outcomes, size=n), outcome)
-            outcome = np.where(crime == "Anti-social behaviour", "", outcome)
+            caught_outcome = rng.choice(caught_outcomes, size=n)
+            not_caught_outcome = rng.choice(not_caught_outcomes, size=n)
+            open_outcome = rng.choice(open_outcomes, size=n)
             lon = rng.uniform(-4.5, 1.5, n).round(6)
             lat = rng.uniform(50.3, 55.5, n).round(6)
             lsoa = rng.integers(0, 35000, n)
+            caught = chance < 1.0 / (1.0 + np.exp(-(logit + _urban(lat, lon))))
+            outcome = np.where(caught, caught_outcome, not_caught_outcome)
+            outcome = np.where(is_open, open_outcome, outcome)
+            outcome = np.where(crime == "Anti-social behaviour", "", outcome)
             ids = [hashlib.sha256(f"{seed}/{month}/{force}/{i}".encode()).hexdigest()
                    for i in range(n)]
             frame = pd.DataFrame({

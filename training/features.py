@@ -5,6 +5,10 @@ The lookup (``lookup.pkl``) is an ordered mapping feature name -> either a dict
 the column order of the model's input matrix. The schema (in metadata.json) says
 the same thing in JSON, with the accepted range of numeric inputs; it is what
 decides whether two models have the same API.
+
+Features of kind "number" come from columns police.uk may leave empty (crimes
+without a map point): rows without a valid value cannot be encoded, so training
+drops them (`usable_rows`).
 """
 
 from __future__ import annotations
@@ -29,14 +33,21 @@ def _place(location: pd.Series) -> pd.Series:
     return place.mask(place.isin(["", "No Location", "No location"]), OTHER)
 
 
+def _number(text: pd.Series) -> pd.Series:
+    """Text -> float64; empty or not a number -> NaN, which `usable_rows` rejects."""
+    import pandas as pd
+
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
     description: str
-    kind: str  # "categorical" or "integer"
+    kind: str  # "categorical", "integer" or "number"
     extract: Callable[[pd.DataFrame], pd.Series]
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     rare_to_other: bool = False
 
 
@@ -52,6 +63,12 @@ FEATURES: Final[dict[str, Feature]] = {
         Feature("place", "Kind of place, from police.uk 'Location' ('On or near <place>'); "
                 "rare places are 'Other'",
                 "categorical", lambda d: _place(d["Location"]), rare_to_other=True),
+        Feature("latitude", "Latitude of the crime's anonymised map point (police.uk 'Latitude'), "
+                "WGS84 degrees",
+                "number", lambda d: _number(d["Latitude"]), minimum=-90, maximum=90),
+        Feature("longitude", "Longitude of the crime's anonymised map point "
+                "(police.uk 'Longitude'), WGS84 degrees",
+                "number", lambda d: _number(d["Longitude"]), minimum=-180, maximum=180),
     )
 }
 DEFAULT_FEATURES: Final[tuple[str, ...]] = ("force", "crime", "month")
@@ -68,10 +85,32 @@ def parse_feature_names(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def extract(crimes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """Raw feature values (strings or ints), one column per feature."""
+    """Raw feature values (strings, ints or floats), one column per feature."""
     import pandas as pd
 
     return pd.DataFrame({n: FEATURES[n].extract(crimes).to_numpy() for n in names})
+
+
+def usable_rows(raw: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows hold a finite number within the declared range for every "number"
+    feature, and how many do not, keyed like the reader's counts ("without a valid
+    latitude/longitude"). No key when no such feature is selected, so models of
+    the other features record the same data summary as before."""
+    import numpy as np
+
+    checked = [n for n in raw.columns if FEATURES[n].kind == "number"]
+    usable = np.ones(len(raw), dtype=bool)
+    for name in checked:
+        feature = FEATURES[name]
+        values = raw[name].to_numpy(dtype=np.float64)
+        usable &= np.isfinite(values)
+        if feature.minimum is not None:
+            usable &= values >= feature.minimum
+        if feature.maximum is not None:
+            usable &= values <= feature.maximum
+    if not checked:
+        return usable, {}
+    return usable, {f"without a valid {'/'.join(checked)}": int((~usable).sum())}
 
 
 def build_lookup(raw: pd.DataFrame, *, min_share: float = 0.005, max_values: int = 30) -> Lookup:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,3 +120,29 @@ def test_latin1_files_are_read_and_counted_with_the_first_odd_byte_located(
     offset = text.encode("latin-1").index(b"\xe9")
     assert f"b.csv:2: byte 0xe9 at offset {offset} is not UTF-8" in caplog.text
     assert report.rows_read == 5 and good in report.files
+
+
+def test_latitude_and_longitude_are_kept_stripped_and_optional(tmp_path: Path) -> None:
+    with_point = write(tmp_path / "a.csv", row().replace(",51.2,", ", 51.2 ,"),
+                       row(outcome="Investigation complete; no suspect identified"))
+    crimes, _ = data.read_crimes(with_point)
+    assert crimes["Latitude"].tolist() == ["51.2", "51.2"]
+    assert crimes["Longitude"].tolist() == ["0.1", "0.1"]
+    columns = [c for c in police.STREET_COLUMNS if c not in ("Latitude", "Longitude")]
+    without = tmp_path / "b.csv"
+    frame = pd.read_csv(with_point, dtype=str, keep_default_na=False)[columns]
+    frame.to_csv(without, index=False)
+    crimes, report = data.read_crimes(without)
+    assert report.rows_kept == 2 and list(crimes["caught"]) == [True, False]
+    assert crimes["Latitude"].tolist() == crimes["Longitude"].tolist() == ["", ""]
+    both, _ = data.read_crimes(tmp_path)
+    assert both["Latitude"].tolist() == ["51.2", "51.2", "", ""]
+
+
+def test_generated_crimes_near_a_city_are_caught_more_often(crime_data: Path) -> None:
+    crimes, _ = data.read_crimes(crime_data)
+    lat, lon = crimes["Latitude"].astype(float), crimes["Longitude"].astype(float)
+    london = np.hypot(lat - 51.507, (lon + 0.128) * 0.62) < 0.3
+    birmingham = np.hypot(lat - 52.486, (lon + 1.890) * 0.61) < 0.3
+    near = london | birmingham
+    assert crimes["caught"][near].mean() > crimes["caught"][~near].mean() + 0.05
