@@ -1,10 +1,11 @@
 """Fetch an artifact and verify it before anything in it is unpickled.
 
 An artifact is a folder holding metadata.json and the files it lists with their
-sha256 (model.pkl, lookup.pkl, flags.pkl). The chain of trust is:
+sha256: the pickles (model.pkl, lookup.pkl, flags.pkl) and/or the pickle-free set
+(model.onnx, lookup.json, flags.json). The chain of trust is:
 optional pinned sha256 of metadata.json -> metadata.json -> sha256 of each file.
 Only verified bytes leave this module, so nothing can change between the check
-and the unpickling.
+and the loading.
 
 Storage is reached through a `Source` chosen by the URI scheme (`FETCHERS`);
 adding S3 is one more entry there.
@@ -16,7 +17,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -27,7 +28,8 @@ import requests
 from batcomputer.server.settings import Settings
 
 FORMAT: Final = "batcomputer.io/artifact/v1"
-REQUIRED_FILES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
+PICKLED: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
+PICKLE_FREE: Final[tuple[str, ...]] = ("model.onnx", "lookup.json", "flags.json")
 METADATA: Final = "metadata.json"
 MAX_METADATA_BYTES: Final = 16 * 1024**2
 FILE_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -200,8 +202,11 @@ def open_source(uri: str, settings: Settings) -> Source:
 # -- verification ----------------------------------------------------------------------------
 
 
-def fetch_verified(settings: Settings, source: Source | None = None) -> Artifact:
-    """Fetch metadata.json and the files it lists, checking each link of the chain."""
+def fetch_verified(settings: Settings, source: Source | None = None,
+                   select: Callable[[dict[str, Any]], Iterable[str]] | None = None) -> Artifact:
+    """Fetch metadata.json and the files it lists, checking each link of the chain.
+    ``select`` names the files that will be used (default: every file listed); the
+    others are neither fetched nor returned."""
     source = source or open_source(settings.artifact, settings)
     raw = source.read(METADATA, limit=MAX_METADATA_BYTES)
     digest = sha256(raw)
@@ -213,7 +218,10 @@ def fetch_verified(settings: Settings, source: Source | None = None) -> Artifact
         raise ArtifactError(f"version mismatch: asked for {settings.version}, the artifact at "
                             f"{source.uri} is {metadata['name']} {metadata['version']}")
     files: dict[str, bytes] = {}
+    wanted = set(metadata["files"] if select is None else select(metadata))
     for name, expected in sorted(metadata["files"].items()):
+        if name not in wanted:
+            continue
         data = source.read(name, limit=settings.max_artifact_bytes)
         found = sha256(data)
         if found != expected:
@@ -239,9 +247,9 @@ def _parse_metadata(raw: bytes, uri: str) -> dict[str, Any]:
     files = metadata.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise ArtifactError(f"metadata.json at {uri} has no 'files' digests")
-    missing = [f for f in REQUIRED_FILES if f not in files]
-    if missing:
-        raise ArtifactError(f"metadata.json at {uri} lists no digest for {', '.join(missing)}")
+    if not any(all(f in files for f in group) for group in (PICKLED, PICKLE_FREE)):
+        raise ArtifactError(f"metadata.json at {uri} lists digests for neither "
+                            f"{', '.join(PICKLE_FREE)} nor {', '.join(PICKLED)}")
     unsafe = [f for f in files if not FILE_NAME_RE.match(f) or f == METADATA]
     if unsafe:
         raise ArtifactError(f"metadata.json at {uri} lists unusable file names {unsafe}")

@@ -1,13 +1,21 @@
 """The served model: the triad (model, lookup, flags), input checks and prediction.
 
-No web framework here. Prediction has two modes, chosen at load time:
+No web framework here. The model is evaluated by one of two runtimes:
+
+* onnxruntime, when the artifact has the fast form (model.onnx, checked against the
+  estimator when it was published; its largest difference is in metadata.json
+  ``fast_form``). Nothing is unpickled: the inputs and labels come from lookup.json
+  and flags.json.
+* scikit-learn's ``predict_proba`` on the unpickled model.pkl, the last resort, only
+  where pickles are allowed (``Settings.allow_pickle``).
+
+Prediction has two modes, chosen at load time:
 
 * memoised: every input is categorical or a bounded integer and the input space
-  has at most ``memo_limit`` combinations. ``predict_proba`` is run once over the
-  whole grid (in chunks) and a request becomes an index computation and a table
-  lookup. The answers are the model's own numbers for those exact inputs.
-* estimator: anything else calls ``predict_proba`` (single row or one vectorised
-  call per batch), with ``n_jobs`` reset so no thread pool starts per call.
+  has at most ``memo_limit`` combinations. The runtime is run once over the whole
+  grid (in chunks) and a request becomes an index computation and a table lookup.
+* estimator: anything else asks the runtime (single row or one vectorised call per
+  batch).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from batcomputer import apicontract
-from batcomputer.server.artifacts import Artifact, ArtifactError
+from batcomputer.server.artifacts import PICKLE_FREE, PICKLED, Artifact, ArtifactError
 from batcomputer.server.errors import InvalidInput
 
 log = logging.getLogger("batcomputer.server")
@@ -171,7 +179,7 @@ class Model:
     def __init__(self, *, name: str, version: str, inputs: Sequence[Input],
                  labels: Sequence[str], metadata: Mapping[str, Any], estimator: Any = None,
                  table: np.ndarray | None = None, estimator_class: str = "",
-                 uri: str = "", metadata_digest: str = "") -> None:
+                 uri: str = "", metadata_digest: str = "", runtime: str = "") -> None:
         if (estimator is None) == (table is None):
             raise ValueError("a Model needs exactly one of an estimator and a table")
         self.name = name
@@ -182,6 +190,7 @@ class Model:
         self.uri = uri
         self.metadata_digest = metadata_digest
         self.estimator_class = estimator_class or _qualname(estimator)
+        self.runtime = runtime or (ONNX if isinstance(estimator, OnnxRuntime) else SKLEARN)
         self.names = tuple(i.name for i in self.inputs)
         self.combinations = space_size(self.inputs)
         self._estimator: Any = estimator
@@ -336,7 +345,8 @@ class Model:
             "estimator": self.estimator_class,
             "inputs": [{"name": i.name, **i.describe()} for i in self.inputs],
             "labels": list(self.labels),
-            "prediction": {"mode": self.mode, "combinations": self.combinations},
+            "prediction": {"mode": self.mode, "combinations": self.combinations,
+                           "runtime": self.runtime},
             "metadata": self.metadata,
         }
 
@@ -354,39 +364,135 @@ def probability_bins(proba: np.ndarray) -> np.ndarray:
 Record = Callable[[np.ndarray], None]
 
 
+ONNX: Final = "onnxruntime"
+SKLEARN: Final = "scikit-learn"
+
+
+def needed_files(metadata: Mapping[str, Any], *, allow_pickle: bool = True) -> tuple[str, ...]:
+    """The files to fetch and load: the pickle-free form when the artifact has it, else the
+    pickles (where allowed)."""
+    files = metadata.get("files", {})
+    if all(f in files for f in PICKLE_FREE):
+        return PICKLE_FREE
+    if not allow_pickle:
+        fast = metadata.get("fast_form", {})
+        why = (f" (its fast form was refused at publish: {fast['refused']})"
+               if isinstance(fast, Mapping) and fast.get("refused") else "")
+        raise ArtifactError(
+            f"{metadata.get('name')} {metadata.get('version')} has no pickle-free form "
+            f"({', '.join(PICKLE_FREE)}){why}, and this server does not unpickle "
+            "(BATCOMPUTER_ALLOW_PICKLE=false): republish it with the training CLI, or "
+            "allow pickles for this version (BatModel spec.versions[].allowPickle: true)")
+    return PICKLED
+
+
 def load_model(artifact: Artifact, *, name: str | None = None, memo_limit: int = 2_000_000,
-               isolate: bool = False) -> Model:
-    """Unpickle the verified triad, check it and get it ready to serve.
+               isolate: bool = False, allow_pickle: bool = True) -> Model:
+    """Load the verified artifact (see `needed_files`), check it and get it ready to serve.
 
     When the input space has at most ``memo_limit`` combinations the model is
     tabulated and dropped. With ``isolate`` that happens in a forked child
-    process, so this process never imports scikit-learn (about 120 MiB of
-    memory in every gunicorn worker otherwise).
+    process, so this process never imports the runtime (scikit-learn is about
+    120 MiB of memory in every gunicorn worker).
     """
-    lookup = _unpickle(artifact, "lookup.pkl")
-    flags = _unpickle(artifact, "flags.pkl")
+    files = needed_files(artifact.metadata, allow_pickle=allow_pickle)
+    missing = [f for f in files if f not in artifact.files]
+    if missing:
+        raise ArtifactError(f"{', '.join(missing)} not fetched from {artifact.uri}")
+    if files == PICKLE_FREE:
+        lookup, flags = _json(artifact, "lookup.json"), _json(artifact, "flags.json")
+    else:
+        lookup, flags = _unpickle(artifact, "lookup.pkl"), _unpickle(artifact, "flags.pkl")
+    lookup_file, flags_file = files[1], files[2]
     if not isinstance(lookup, Mapping) or not lookup:
-        raise ArtifactError(f"lookup.pkl at {artifact.uri} is not a non-empty mapping")
+        raise ArtifactError(f"{lookup_file} at {artifact.uri} is not a non-empty mapping")
     if (not isinstance(flags, list | tuple) or not flags
             or not all(isinstance(f, str) for f in flags)):
-        raise ArtifactError(f"flags.pkl at {artifact.uri} is not a list of labels")
+        raise ArtifactError(f"{flags_file} at {artifact.uri} is not a list of labels")
     inputs = build_inputs(lookup, artifact.metadata)
     labels = [str(f) for f in flags]
+    runtime = ONNX if files == PICKLE_FREE else SKLEARN
     model = partial(Model, name=name or artifact.name, version=artifact.version, inputs=inputs,
                     labels=labels, metadata=artifact.metadata, uri=artifact.uri,
-                    metadata_digest=artifact.metadata_digest)
+                    metadata_digest=artifact.metadata_digest, runtime=runtime)
     size = space_size(inputs)
     if size is not None and 0 < size <= memo_limit:
         started = time.perf_counter()
         build = _in_child if isolate else _tabulate_artifact
-        table, estimator_class = build(artifact, inputs, len(flags))
-        log.info("Memoised %s input combinations in %.2fs", f"{size:,}",
+        table, estimator_class = build(artifact, inputs, len(flags), runtime)
+        log.info("Memoised %s input combinations with %s in %.2fs", f"{size:,}", runtime,
                  time.perf_counter() - started)
         return model(table=table, estimator_class=estimator_class)
-    return model(estimator=_load_estimator(artifact, len(inputs), len(flags)))
+    estimator = _load_estimator(artifact, len(inputs), len(flags), runtime)
+    return model(estimator=estimator, estimator_class=_estimator_class(artifact, estimator))
 
 
-def _load_estimator(artifact: Artifact, n_inputs: int, n_labels: int) -> Any:
+def _estimator_class(artifact: Artifact, estimator: Any) -> str:
+    """The scikit-learn class the model was (the ONNX form says it in metadata.json)."""
+    if isinstance(estimator, OnnxRuntime):
+        return str(artifact.metadata.get("training", {}).get("estimator", "")) or "onnx"
+    return _qualname(estimator)
+
+
+class OnnxRuntime:
+    """``predict_proba`` of the fast form (model.onnx), evaluated by onnxruntime on one
+    thread (gunicorn's workers are the parallelism)."""
+
+    OUTPUT: Final = "probabilities"
+
+    def __init__(self, data: bytes, uri: str) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: they become ArtifactErrors
+        try:
+            self._session = onnxruntime.InferenceSession(data, options,
+                                                         providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ArtifactError(f"model.onnx at {uri} cannot be loaded: {exc}") from exc
+        feeds = self._session.get_inputs()
+        outputs = [o.name for o in self._session.get_outputs()]
+        if len(feeds) != 1 or self.OUTPUT not in outputs:
+            raise ArtifactError(f"model.onnx at {uri} must take one input tensor and give "
+                                f"'{self.OUTPUT}' (it takes {len(feeds)} and gives {outputs})")
+        self._feed = feeds[0].name
+        self._dtype = np.float32 if feeds[0].type == "tensor(float)" else np.float64
+        width = feeds[0].shape[1] if len(feeds[0].shape) == 2 else None
+        self.n_features_in_ = width if isinstance(width, int) else None
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Each row rescaled to sum to 1 in float64 (float32 sums are 1 to within 3e-8),
+        exactly as the publisher computed them when it checked the form."""
+        out = self._session.run([self.OUTPUT], {self._feed: np.asarray(x, dtype=self._dtype)})
+        proba = np.asarray(out[0], dtype=np.float64)
+        total = proba.sum(axis=1, keepdims=True)
+        rescaled: np.ndarray = np.divide(proba, total, out=proba, where=total > 0)
+        return rescaled
+
+
+def _load_estimator(artifact: Artifact, n_inputs: int, n_labels: int, runtime: str) -> Any:
+    if runtime == ONNX:
+        return _load_onnx(artifact, n_inputs, n_labels)
+    return _load_pickled(artifact, n_inputs, n_labels)
+
+
+def _load_onnx(artifact: Artifact, n_inputs: int, n_labels: int) -> OnnxRuntime:
+    runtime = OnnxRuntime(artifact.files["model.onnx"], artifact.uri)
+    if runtime.n_features_in_ is not None and runtime.n_features_in_ != n_inputs:
+        raise ArtifactError(f"lookup.json has {n_inputs} inputs but model.onnx takes "
+                            f"{runtime.n_features_in_}")
+    try:
+        columns = runtime.predict_proba(np.zeros((1, n_inputs))).shape[1]
+    except Exception as exc:
+        raise ArtifactError(f"model.onnx at {artifact.uri} cannot predict: {exc}") from exc
+    if columns != n_labels:
+        raise ArtifactError(f"flags.json has {n_labels} labels but model.onnx gives "
+                            f"{columns} probabilities")
+    return runtime
+
+
+def _load_pickled(artifact: Artifact, n_inputs: int, n_labels: int) -> Any:
     estimator = _unpickle(artifact, "model.pkl")
     if not callable(getattr(estimator, "predict_proba", None)):
         raise ArtifactError(f"model.pkl at {artifact.uri} ({type(estimator).__name__}) "
@@ -403,19 +509,19 @@ def _load_estimator(artifact: Artifact, n_inputs: int, n_labels: int) -> Any:
     return estimator
 
 
-def _tabulate_artifact(artifact: Artifact, inputs: Sequence[Input],
-                       n_labels: int) -> tuple[np.ndarray, str]:
-    estimator = _load_estimator(artifact, len(inputs), n_labels)
+def _tabulate_artifact(artifact: Artifact, inputs: Sequence[Input], n_labels: int,
+                       runtime: str) -> tuple[np.ndarray, str]:
+    estimator = _load_estimator(artifact, len(inputs), n_labels, runtime)
     table = tabulate(estimator, inputs)
     if table.shape[1] != n_labels:
         raise ArtifactError(f"predict_proba gives {table.shape[1]} columns for {n_labels} labels")
-    return table, _qualname(estimator)
+    return table, _estimator_class(artifact, estimator)
 
 
-def _child(artifact: Artifact, inputs: Sequence[Input], n_labels: int,
+def _child(artifact: Artifact, inputs: Sequence[Input], n_labels: int, runtime: str,
            conn: Connection) -> None:
     try:
-        conn.send(("ok", _tabulate_artifact(artifact, inputs, n_labels)))
+        conn.send(("ok", _tabulate_artifact(artifact, inputs, n_labels, runtime)))
     except ArtifactError as exc:
         conn.send(("error", str(exc)))
     except BaseException as exc:
@@ -424,12 +530,12 @@ def _child(artifact: Artifact, inputs: Sequence[Input], n_labels: int,
         conn.close()
 
 
-def _in_child(artifact: Artifact, inputs: Sequence[Input],
-              n_labels: int) -> tuple[np.ndarray, str]:
+def _in_child(artifact: Artifact, inputs: Sequence[Input], n_labels: int,
+              runtime: str) -> tuple[np.ndarray, str]:
     """`_tabulate_artifact` in a forked process; only the table comes back."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(artifact, inputs, n_labels, sender),
+    process = context.Process(target=_child, args=(artifact, inputs, n_labels, runtime, sender),
                               name="batcomputer-tabulate")
     process.start()
     sender.close()
@@ -506,13 +612,13 @@ def build_inputs(lookup: Mapping[str, Any], metadata: Mapping[str, Any]) -> list
     inputs = []
     for name, codes in lookup.items():
         if not isinstance(name, str):
-            raise ArtifactError(f"lookup.pkl has a non-string input name {name!r}")
+            raise ArtifactError(f"the lookup has a non-string input name {name!r}")
         entry = described.get(name, {})
         description = str(entry.get("description", ""))
         if isinstance(codes, Mapping):
             if not all(isinstance(k, str) and isinstance(v, int | np.integer)
                        for k, v in codes.items()):
-                raise ArtifactError(f"lookup.pkl: {name} must map strings to integer codes")
+                raise ArtifactError(f"the lookup: {name} must map strings to integer codes")
             inputs.append(Input(name, "categorical", description,
                                 codes={k: int(v) for k, v in codes.items()}))
             continue
@@ -540,6 +646,13 @@ def reset_n_jobs(estimator: Any) -> None:
             estimator.set_params(**dict.fromkeys(keys))
     except Exception as exc:  # a third-party estimator with unusual params
         log.warning("Could not reset n_jobs on %s: %s", type(estimator).__name__, exc)
+
+
+def _json(artifact: Artifact, name: str) -> Any:
+    try:
+        return json.loads(artifact.files[name])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{name} at {artifact.uri} is not valid JSON: {exc}") from exc
 
 
 def _unpickle(artifact: Artifact, name: str) -> Any:

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from gunicorn.app.base import BaseApplication
 from batcomputer.server import contract
 from batcomputer.server.artifacts import ArtifactError, fetch_verified, redact
 from batcomputer.server.cli import EXIT_BAD_ARTIFACT, refuse
-from batcomputer.server.model import Model, load_model
+from batcomputer.server.model import Model, load_model, needed_files
 from batcomputer.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,9 +37,10 @@ def serve(settings: Settings) -> int:
     metrics_dir = _prepare_metrics_dir(settings)
     started = time.perf_counter()
     try:
-        artifact = fetch_verified(settings)
+        artifact = fetch_verified(settings, select=partial(needed_files,
+                                                          allow_pickle=settings.allow_pickle))
         model = load_model(artifact, name=settings.model_name, memo_limit=settings.memo_limit,
-                           isolate=True)
+                           isolate=True, allow_pickle=settings.allow_pickle)
         contract.check(model, contract.expected(settings.expected_api))
     except ArtifactError as exc:
         refuse(settings.termination_log, str(exc))
@@ -51,8 +53,9 @@ def serve(settings: Settings) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         return EXIT_BAD_ARTIFACT
     del artifact
-    log.info("Loaded %s %s from %s (metadata %s, %s mode) in %.2fs", model.name, model.version,
-             model.uri, model.metadata_digest, model.mode, time.perf_counter() - started)
+    log.info("Loaded %s %s from %s (metadata %s, %s mode, %s) in %.2fs", model.name,
+             model.version, model.uri, model.metadata_digest, model.mode, model.runtime,
+             time.perf_counter() - started)
 
     # Imported only now: prometheus_client picks its multiprocess mode at import time.
     from batcomputer.server.app import create_app

@@ -67,6 +67,11 @@ class Settings:
     """Largest request body; larger ones get 413."""
     max_batch: int = 1000
     """Most rows in one batch request; more get 413."""
+    allow_pickle: bool = True
+    """Whether an artifact's pickles may be loaded. Unpickling runs code from the file, so
+    the image turns this off: only the pickle-free form (model.onnx, lookup.json,
+    flags.json) is served, and an artifact without it is refused. Artifacts with the
+    pickle-free form are served from it either way."""
     memo_limit: int = 2_000_000
     """Precompute every prediction when the input space has at most this many
     combinations (0 turns memoisation off)."""
@@ -118,6 +123,8 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            return _boolean(raw)
         if "tuple" in kind:
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         if "Path" in kind:
@@ -125,3 +132,14 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
     except ValueError as exc:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
     return raw
+
+
+TRUE: Final = frozenset({"1", "true", "yes", "on"})
+FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in TRUE | FALSE:
+        raise ValueError(f"expected true or false, not {raw!r}")
+    return text in TRUE

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from batcomputer import apicontract
-from batcomputer.training import features, train
+from batcomputer.training import fastform, features, train
 
 log = logging.getLogger("batcomputer.training")
 
@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--test-size", type=float, default=0.2)
     tr.add_argument("--min-place-share", type=float, default=0.005,
                     help="places with a smaller share of the rows become 'Other' (default 0.005)")
+    tr.add_argument("--no-pickle", dest="pickles", action="store_false",
+                    help="publish no pickles: only model.onnx, lookup.json and flags.json, "
+                         "which servers that refuse pickles load (refused if the model "
+                         "has no fast form)")
+    tr.add_argument("--fast-form-tolerance", type=float, default=fastform.TOLERANCE,
+                    metavar="DIFF",
+                    help="largest difference in any probability between the fast form "
+                         "(model.onnx) and the estimator for the fast form to be published "
+                         f"(default {fastform.TOLERANCE:g})")
     tr.set_defaults(func=cmd_train)
 
     ver = sub.add_parser("versions", help="list the published versions of a model",
@@ -90,16 +99,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("Data: %s", report.summary())
     trained = train.train(crimes, config)
     summary = publish.DataSummary(fingerprint=report.fingerprint, files=len(report.files),
-                                  rows_read=report.rows_read, rows_used=report.rows_kept,
-                                  dropped=dict(sorted(report.dropped.items())))
+                                  rows_read=report.rows_read,
+                                  rows_used=report.rows_kept - sum(trained.dropped.values()),
+                                  dropped=dict(sorted({**report.dropped, **trained.dropped}.items())))
     signature = publish.Signature(api=apicontract.api_of(trained.schema),
                                   classifier=trained.classifier, params=trained.params,
                                   data=summary.fingerprint)
     version = publish.choose_version(existing, signature, requested=args.version, bump=args.bump)
-    path = registry.publish(args.name, version, trained, config, summary)
+    assert trained.x_train is not None and trained.x_test is not None
+    fast = fastform.build(trained.model, trained.lookup, trained.schema["inputs"],
+                          trained.x_train, trained.x_test, tolerance=args.fast_form_tolerance,
+                          seed=config.seed)
+    if fast.refused:
+        log.warning("No fast form (model.onnx): %s. Servers will use predict_proba, which "
+                    "needs the pickles.", fast.refused)
+    path = registry.publish(args.name, version, trained, config, summary, fast,
+                            pickles=args.pickles)
     m = trained.metrics
+    form = ("no fast form" if fast.refused else
+            f"fast form within {fast.record['max_abs_diff']:.1g}")
     print(f"Published {args.name} {version} to {path} "
-          f"(accuracy {m['accuracy']:.3f}, ROC AUC {m['roc_auc']:.3f})")
+          f"(accuracy {m['accuracy']:.3f}, ROC AUC {m['roc_auc']:.3f}, {form})")
     return 0
 
 

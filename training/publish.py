@@ -1,9 +1,13 @@
 """The model registry: immutable, semver-named artifact folders.
 
-``<registry>/<name>/<version>/`` holds model.pkl, lookup.pkl, flags.pkl and
-metadata.json (which records the sha256 of the three pickles). A version is
-written to a temporary folder and renamed into place, so a reader never sees
-half an artifact and two publishers of the same version cannot both win.
+``<registry>/<name>/<version>/`` holds metadata.json, which records the sha256 of
+every other file:
+  model.onnx              the fast form (see fastform), when it passed its check
+  lookup.json, flags.json the inputs and labels as plain JSON
+  model.pkl, lookup.pkl, flags.pkl   the pickles (DESIGN section 3), unless --no-pickle
+A server that refuses pickles serves model.onnx + the JSON files. A version is written
+to a temporary folder and renamed into place, so a reader never sees half an artifact
+and two publishers of the same version cannot both win.
 
 Semver, as Batcomputer defines it:
   MAJOR  the API changed: inputs (names, order, types, accepted values) or outputs
@@ -40,11 +44,13 @@ import sklearn
 
 from batcomputer import apicontract
 from batcomputer.errors import UserError
-from batcomputer.training import police
+from batcomputer.training import fastform, police
+from batcomputer.training.fastform import FastForm
 from batcomputer.training.train import TrainConfig, TrainedModel
 
 ARTIFACT_FORMAT: Final = "batcomputer.io/artifact/v1"
 PICKLES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
+JSON_FILES: Final[tuple[str, ...]] = ("lookup.json", "flags.json")
 NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 VERSION_FORMAT: Final = "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.4.2, 2.0.0-rc.1 or 1.1.0+build.5"
 PRE_RELEASE: Final = "rc"  # --bump pre starts X.Y.Z-rc.1, then bumps the last number
@@ -269,7 +275,14 @@ class Registry:
         return {v: Signature.from_metadata(m) for v, m in self.versions(name).items()}
 
     def publish(self, name: str, version: semver.Version, trained: TrainedModel,
-                config: TrainConfig, data: DataSummary) -> Path:
+                config: TrainConfig, data: DataSummary, fast: FastForm | None = None,
+                *, pickles: bool = True) -> Path:
+        """Write the version. ``fast`` is the checked ONNX form (or why there is none);
+        without ``pickles`` the artifact needs none, so it must have a fast form."""
+        if not pickles and (fast is None or fast.onnx is None):
+            why = f": {fast.refused}" if fast is not None and fast.refused else ""
+            raise PublishError("--no-pickle needs the fast form (model.onnx), which this model "
+                               f"does not have{why}")
         if not NAME_RE.match(name):
             raise PublishError(f"model name {name!r} must be a DNS label (a-z, 0-9, '-'), "
                                "at most 40 characters, as it names Kubernetes objects")
@@ -282,12 +295,9 @@ class Registry:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
-            for filename, obj in zip(PICKLES, (trained.model, trained.lookup, trained.flags),
-                                     strict=True):
-                with (staging / filename).open("wb") as handle:
-                    pickle.dump(obj, handle, protocol=5)
+            written = _write_files(staging, trained, fast, pickles=pickles)
             meta = metadata(name, version, trained, config, data,
-                            {f: sha256_file(staging / f) for f in PICKLES})
+                            {f: sha256_file(staging / f) for f in written}, fast)
             (staging / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             for child in staging.iterdir():
                 child.chmod(0o444)
@@ -302,8 +312,28 @@ class Registry:
         return target
 
 
+def _write_files(folder: Path, trained: TrainedModel, fast: FastForm | None, *,
+                 pickles: bool) -> list[str]:
+    """Every file of the artifact but metadata.json; their names."""
+    written = []
+    for filename, value in zip(JSON_FILES, (trained.lookup, trained.flags), strict=True):
+        (folder / filename).write_text(json.dumps(value, indent=1) + "\n")
+        written.append(filename)
+    if fast is not None and fast.onnx is not None:
+        (folder / fastform.FILE).write_bytes(fast.onnx)
+        written.append(fastform.FILE)
+    if pickles:
+        for filename, obj in zip(PICKLES, (trained.model, trained.lookup, trained.flags),
+                                 strict=True):
+            with (folder / filename).open("wb") as handle:
+                pickle.dump(obj, handle, protocol=5)
+            written.append(filename)
+    return sorted(written)
+
+
 def metadata(name: str, version: semver.Version, trained: TrainedModel, config: TrainConfig,
-             data: DataSummary, files: dict[str, str]) -> dict[str, Any]:
+             data: DataSummary, files: dict[str, str],
+             fast: FastForm | None = None) -> dict[str, Any]:
     estimator = type(trained.model)
     return {
         "format": ARTIFACT_FORMAT,
@@ -345,5 +375,6 @@ def metadata(name: str, version: semver.Version, trained: TrainedModel, config: 
             "numpy": np.__version__,
             "pandas": pd.__version__,
         },
+        "fast_form": fast.record if fast is not None else {"refused": "not built"},
         "files": files,
     }

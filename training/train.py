@@ -10,9 +10,10 @@ import importlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from batcomputer.errors import UserError
 from batcomputer.training import features
 from batcomputer.training.features import Lookup
 
@@ -79,6 +80,13 @@ class TrainedModel:
     classifier: str
     params: dict[str, Any]
     metrics: dict[str, float | int]
+    x_train: np.ndarray | None = None
+    """The encoded training inputs (what the fast form is checked on, with x_test)."""
+    x_test: np.ndarray | None = None
+    """The encoded hold-out inputs."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows left out because a selected feature had no usable value, by reason
+    (merged into metadata's data.dropped)."""
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -107,6 +115,14 @@ def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
 
     cls = estimator_class(config.classifier)
     raw = features.extract(crimes, config.features)
+    usable, dropped = features.usable_rows(raw)
+    if not usable.all():
+        raw, crimes = raw[usable].reset_index(drop=True), crimes[usable]
+        log.info("Dropped %s", ", ".join(f"{n:,} rows {why}" for why, n in dropped.items()))
+        if crimes["caught"].nunique() < 2:
+            raise UserError(f"{len(crimes):,} rows left after dropping "
+                            f"{', '.join(f'{n:,} {why}' for why, n in dropped.items())}; "
+                            "training needs rows of both outcomes")
     lookup = features.build_lookup(raw, min_share=config.min_place_share)
     x = features.encode(raw, lookup)
     y = target(crimes)
@@ -140,4 +156,4 @@ def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
     return TrainedModel(model=model, lookup=lookup, flags=flags, schema=api,
                         classifier=config.classifier,
                         params={k: v for k, v in params.items() if k not in RUNTIME_PARAMS},
-                        metrics=metrics)
+                        metrics=metrics, x_train=x_train, x_test=x_test, dropped=dropped)

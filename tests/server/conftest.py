@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batcomputer.server.artifacts import fetch_verified, sha256
+from batcomputer.server.artifacts import PICKLE_FREE, fetch_verified, sha256
 from batcomputer.server.model import Model, load_model
 from batcomputer.server.settings import Settings
 
@@ -39,23 +39,44 @@ def model_v1(v1: Path) -> Model:
     return load_model(fetch_verified(Settings(artifact=str(v1))))
 
 
+def copy_artifact(source: Path, folder: Path, edit: Callable[[Path], None] | None = None, *,
+                  resign: bool = False, pickled: bool = False) -> Path:
+    """A writable copy of an artifact; ``resign=True`` rewrites metadata.json's digests
+    after the copy is changed, so only the change itself is wrong. ``pickled=True`` drops
+    the pickle-free form (model.onnx, lookup.json, flags.json): an artifact as published
+    before it existed, or by a model with no fast form."""
+    shutil.copytree(source, folder)
+    for child in folder.iterdir():
+        child.chmod(0o644)
+    if pickled:
+        for name in PICKLE_FREE:
+            (folder / name).unlink()
+        resign = True
+    if edit is not None:
+        edit(folder)
+    if resign:
+        meta = json.loads((folder / "metadata.json").read_text())
+        meta["files"] = {name: sha256((folder / name).read_bytes())
+                         for name in meta["files"] if (folder / name).exists()}
+        (folder / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return folder
+
+
 @pytest.fixture
 def artifact_copy(tmp_path: Path, v1: Path) -> Callable[..., Path]:
-    """A writable copy of 1.0.0; ``resign=True`` rewrites metadata.json's digests
-    after the copy is changed, so only the change itself is wrong."""
+    """A writable copy of 1.0.0 (see `copy_artifact`)."""
+    return partial(copy_artifact, v1, tmp_path / "artifact")
 
-    def make(edit: Callable[[Path], None] | None = None, *, resign: bool = False) -> Path:
-        folder = tmp_path / "artifact"
-        shutil.copytree(v1, folder)
-        for child in folder.iterdir():
-            child.chmod(0o644)
-        if edit is not None:
-            edit(folder)
-        if resign:
-            meta = json.loads((folder / "metadata.json").read_text())
-            meta["files"] = {name: sha256((folder / name).read_bytes())
-                             for name in meta["files"] if (folder / name).exists()}
-            (folder / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+@pytest.fixture(scope="session")
+def pickled(server_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A pickles-only copy of a version of crime (see `copy_artifact`)."""
+    root = tmp_path_factory.mktemp("pickled")
+
+    def make(version: str) -> Path:
+        folder = root / version
+        if not folder.exists():
+            copy_artifact(server_registry / "crime" / version, folder, pickled=True)
         return folder
 
     return make

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from batcomputer.server.artifacts import ArtifactError, fetch_verified, redact, sha256
-from batcomputer.server.model import load_model
+from batcomputer.server.model import load_model, needed_files
 from batcomputer.server.settings import Settings
 
 
@@ -25,7 +26,8 @@ def test_local_path_and_file_uri_give_the_same_verified_files(v1: Path) -> None:
     by_path = fetch_verified(Settings(artifact=str(v1)))
     by_uri = fetch_verified(Settings(artifact=v1.as_uri()))
     assert by_path.files == by_uri.files
-    assert set(by_path.files) == {"model.pkl", "lookup.pkl", "flags.pkl"}
+    assert set(by_path.files) == {"model.pkl", "lookup.pkl", "flags.pkl", "model.onnx",
+                                  "lookup.json", "flags.json"}
     assert by_path.version == "1.0.0" and by_path.name == "crime"
     assert by_path.metadata_digest == sha256((v1 / "metadata.json").read_bytes())
 
@@ -44,7 +46,18 @@ def test_http_fetch_downloads_into_the_cache(http_root: str, tmp_path: Path) -> 
                                        cache_dir=tmp_path))
     assert artifact.version == "1.0.0"
     cached = {p.name for p in tmp_path.rglob("*") if p.is_file()}
-    assert cached == {"metadata.json", "model.pkl", "lookup.pkl", "flags.pkl"}
+    assert cached == {"metadata.json", "model.pkl", "lookup.pkl", "flags.pkl", "model.onnx",
+                      "lookup.json", "flags.json"}
+
+
+def test_only_the_selected_files_are_fetched(http_root: str, tmp_path: Path) -> None:
+    """A server that refuses pickles never downloads them."""
+    settings = Settings(artifact=f"{http_root}/crime/1.0.0", cache_dir=tmp_path,
+                        allow_pickle=False)
+    artifact = fetch_verified(settings, select=partial(needed_files, allow_pickle=False))
+    assert set(artifact.files) == {"model.onnx", "lookup.json", "flags.json"}
+    cached = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert cached == {"metadata.json", "model.onnx", "lookup.json", "flags.json"}
 
 
 def test_http_fetch_without_content_length(http_root: str, tmp_path: Path) -> None:
@@ -137,13 +150,14 @@ def test_missing_file_is_refused(artifact_copy: Callable[..., Path]) -> None:
         verified(folder)
 
 
-def test_metadata_must_list_every_pickle(artifact_copy: Callable[..., Path]) -> None:
+def test_metadata_must_list_a_whole_form(artifact_copy: Callable[..., Path]) -> None:
     def drop(folder: Path) -> None:
         meta = json.loads((folder / "metadata.json").read_text())
-        del meta["files"]["lookup.pkl"]
+        del meta["files"]["lookup.pkl"], meta["files"]["lookup.json"]
         (folder / "metadata.json").write_text(json.dumps(meta))
 
-    with pytest.raises(ArtifactError, match="no digest for lookup.pkl"):
+    with pytest.raises(ArtifactError, match="lists digests for neither model.onnx, lookup.json, "
+                                            "flags.json nor model.pkl, lookup.pkl, flags.pkl"):
         verified(artifact_copy(drop))
 
 
@@ -172,7 +186,7 @@ def test_path_like_file_names_are_refused(artifact_copy: Callable[..., Path]) ->
 def test_corrupt_pickle_with_valid_digest_fails_to_load(
         artifact_copy: Callable[..., Path]) -> None:
     folder = artifact_copy(lambda f: (f / "model.pkl").write_bytes(b"\x80\x05garbage"),
-                           resign=True)
+                           pickled=True)
     artifact = fetch_verified(Settings(artifact=str(folder)))  # the digests match...
     with pytest.raises(ArtifactError, match="model.pkl .* cannot be unpickled"):
         load_model(artifact)  # ...but the pickle does not load
@@ -182,14 +196,14 @@ def test_corrupt_pickle_with_valid_digest_fails_to_load(
 def test_pickle_without_predict_proba_is_refused(artifact_copy: Callable[..., Path],
                                                  isolate: bool) -> None:
     folder = artifact_copy(lambda f: (f / "model.pkl").write_bytes(pickle.dumps({"a": 1})),
-                           resign=True)
+                           pickled=True)
     with pytest.raises(ArtifactError, match="has no predict_proba"):
         load_model(fetch_verified(Settings(artifact=str(folder))), isolate=isolate)
 
 
 def test_labels_must_match_the_model_classes(artifact_copy: Callable[..., Path]) -> None:
     folder = artifact_copy(lambda f: (f / "flags.pkl").write_bytes(pickle.dumps(["only"])),
-                           resign=True)
+                           pickled=True)
     with pytest.raises(ArtifactError, match="1 labels but the model has 2 classes"):
         load_model(fetch_verified(Settings(artifact=str(folder))), memo_limit=0)
 
@@ -204,7 +218,66 @@ def test_other_scikit_learn_version_is_refused(artifact_copy: Callable[..., Path
         (folder / "model.pkl").write_bytes(data.replace(sklearn.__version__.encode(),
                                                         fake.encode()))
 
-    folder = artifact_copy(older, resign=True)
+    folder = artifact_copy(older, pickled=True)
     with pytest.raises(ArtifactError, match=f"pickled with scikit-learn 0+; this server has "
                                             f"{sklearn.__version__}"):
+        load_model(fetch_verified(Settings(artifact=str(folder))), memo_limit=0)
+
+
+# -- the pickle-free form and safe mode --------------------------------------------------------
+
+
+def test_safe_mode_refuses_an_artifact_that_needs_pickles(
+        artifact_copy: Callable[..., Path]) -> None:
+    folder = artifact_copy(pickled=True)
+    artifact = fetch_verified(Settings(artifact=str(folder)))
+    with pytest.raises(ArtifactError, match=r"crime 1.0.0 has no pickle-free form \(model.onnx, "
+                                            r"lookup.json, flags.json\).*does not unpickle "
+                                            r"\(BATCOMPUTER_ALLOW_PICKLE=false\).*allowPickle"):
+        load_model(artifact, allow_pickle=False)
+    assert load_model(artifact, allow_pickle=True).runtime == "scikit-learn"
+
+
+def test_safe_mode_serves_the_pickle_free_form_and_never_reads_a_pickle(
+        artifact_copy: Callable[..., Path]) -> None:
+    """The pickles here would run code if loaded; their digests even match."""
+    bomb = pickle.dumps(Exception("unpickled!"))  # stands in for any object: never loaded
+
+    def arm(folder: Path) -> None:
+        for name in ("model.pkl", "lookup.pkl", "flags.pkl"):
+            (folder / name).write_bytes(bomb)
+
+    folder = artifact_copy(arm, resign=True)
+    settings = Settings(artifact=str(folder), allow_pickle=False)
+    artifact = fetch_verified(settings, select=partial(needed_files, allow_pickle=False))
+    assert not any(name.endswith(".pkl") for name in artifact.files)
+    for memo_limit in (2_000_000, 0):
+        model = load_model(artifact, allow_pickle=False, memo_limit=memo_limit)
+        assert model.runtime == "onnxruntime"
+        assert model.estimator_class == "sklearn.ensemble._forest.RandomForestClassifier"
+        assert model.predict_one({"force": "Kent Police", "crime": "Burglary", "month": 3})
+
+
+def test_a_pickle_free_artifact_needs_no_pickle_anywhere(
+        artifact_copy: Callable[..., Path]) -> None:
+    def strip(folder: Path) -> None:
+        for name in ("model.pkl", "lookup.pkl", "flags.pkl"):
+            (folder / name).unlink()
+
+    folder = artifact_copy(strip, resign=True)
+    artifact = fetch_verified(Settings(artifact=str(folder)))
+    assert load_model(artifact, allow_pickle=True).runtime == "onnxruntime"
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("model.onnx", b"not onnx", "model.onnx at .* cannot be loaded"),
+    ("lookup.json", b"{not json", "lookup.json at .* is not valid JSON"),
+    ("lookup.json", b"[]", "lookup.json at .* is not a non-empty mapping"),
+    ("flags.json", b'["only"]', "flags.json has 1 labels but model.onnx gives 2 probabilities"),
+    ("flags.json", b'"caught"', "flags.json at .* is not a list of labels"),
+])
+def test_a_broken_pickle_free_form_is_refused(artifact_copy: Callable[..., Path], name: str,
+                                              content: bytes, message: str) -> None:
+    folder = artifact_copy(lambda f: (f / name).write_bytes(content), resign=True)
+    with pytest.raises(ArtifactError, match=message):
         load_model(fetch_verified(Settings(artifact=str(folder))), memo_limit=0)

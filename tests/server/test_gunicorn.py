@@ -141,7 +141,11 @@ def test_served_answers_are_exact_over_every_combination(server: Server, v1: Pat
     lookup = pickle.loads((v1 / "lookup.pkl").read_bytes())
     x = np.array([[float(c[r[n]]) if isinstance(c, dict) else float(r[n])
                    for n, c in lookup.items()] for r in rows])
-    assert np.abs(np.array(served) - estimator.predict_proba(x)).max() <= 1e-9
+    # Served from the fast form, checked on every combination when it was published.
+    assert meta["fast_form"]["checked"].endswith(f"all {len(rows):,} combinations of inputs")
+    largest = meta["fast_form"]["max_abs_diff"]
+    assert 0 < largest <= 1e-6
+    assert np.abs(np.array(served) - estimator.predict_proba(x)).max() <= largest + 1e-12
 
 
 def worker_pids_with_requests(cache: Path) -> set[str]:
@@ -255,8 +259,15 @@ def test_refuses_another_version_from_the_environment(v1: Path) -> None:
 
 
 def test_refuses_a_tampered_file(artifact_copy: Callable[..., Path]) -> None:
-    folder = artifact_copy(lambda f: (f / "lookup.pkl").write_bytes(b"tampered"))
-    assert "lookup.pkl digest mismatch" in refuse("--artifact", str(folder))
+    folder = artifact_copy(lambda f: (f / "lookup.json").write_bytes(b"tampered"))
+    assert "lookup.json digest mismatch" in refuse("--artifact", str(folder))
+
+
+def test_safe_mode_refuses_to_unpickle(artifact_copy: Callable[..., Path]) -> None:
+    folder = artifact_copy(pickled=True)
+    reason = refuse("--artifact", str(folder), BATCOMPUTER_ALLOW_PICKLE="false")
+    assert "crime 1.0.0 has no pickle-free form" in reason
+    assert "BATCOMPUTER_ALLOW_PICKLE=false" in reason
 
 
 def test_refuses_a_missing_artifact_and_bad_settings(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from batcomputer.cli import main as cli
+from batcomputer.errors import UserError
 from batcomputer.training import features, train
 from batcomputer.training.data import read_crimes
 
@@ -49,7 +50,8 @@ def test_artifact_round_trip(registry: Path) -> None:
 def test_metadata_records_the_sha256_of_every_file(registry: Path) -> None:
     folder = registry / "crime" / "2.0.0"
     meta = json.loads((folder / "metadata.json").read_text())
-    assert sorted(meta["files"]) == ["flags.pkl", "lookup.pkl", "model.pkl"]
+    assert sorted(meta["files"]) == ["flags.json", "flags.pkl", "lookup.json", "lookup.pkl",
+                                     "model.onnx", "model.pkl"]
     for name, digest in meta["files"].items():
         assert digest == "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
 
@@ -161,3 +163,37 @@ def test_cli_pre_releases_and_build_metadata(tmp_path: Path, crime_data: Path,
     listed = json.loads(capsys.readouterr().out)
     assert list(listed) == order
     assert [m["version"] for m in listed.values()] == order
+
+
+MAP_POINT = ("force", "crime", "latitude", "longitude")
+
+
+def test_trains_on_latitude_and_longitude(crime_data: Path) -> None:
+    kept, _ = read_crimes(crime_data / "2024-01")
+    trained = train.train(kept, train.TrainConfig(features=MAP_POINT, params=(("n_estimators", 5),)))
+    assert trained.model.n_features_in_ == 4
+    assert [i["type"] for i in trained.schema["inputs"]] == [
+        "categorical", "categorical", "number", "number"]
+    assert trained.dropped == {"without a valid latitude/longitude": 0}
+    assert trained.metrics["rows_train"] + trained.metrics["rows_test"] == len(kept)
+
+
+def test_rows_without_a_valid_map_point_are_dropped_only_when_used(crime_data: Path) -> None:
+    kept, _ = read_crimes(crime_data / "2024-01")
+    kept.loc[0:3, "Latitude"] = ["", "n/a", "91", "-90.5"]
+    kept.loc[4, "Longitude"] = ""
+    config = train.TrainConfig(features=MAP_POINT, params=(("n_estimators", 5),))
+    trained = train.train(kept, config)
+    assert trained.dropped == {"without a valid latitude/longitude": 5}
+    assert trained.metrics["rows_train"] + trained.metrics["rows_test"] == len(kept) - 5
+    default = train.train(kept, train.TrainConfig(params=(("n_estimators", 5),)))
+    assert default.dropped == {}
+    assert default.metrics["rows_train"] + default.metrics["rows_test"] == len(kept)
+
+
+def test_no_row_with_a_map_point_is_an_error(crime_data: Path) -> None:
+    kept, _ = read_crimes(crime_data / "2024-01")
+    kept["Latitude"] = ""
+    with pytest.raises(UserError, match=f"0 rows left after dropping {len(kept):,} without a "
+                                        "valid latitude/longitude"):
+        train.train(kept, train.TrainConfig(features=MAP_POINT))

@@ -1,0 +1,245 @@
+"""The fast form of a model: ONNX, converted at publish time and checked before it is published.
+
+Why ONNX evaluated by onnxruntime: it covers every classifier the CLI offers (skl2onnx
+converts forests, histogram gradient boosting and linear models), the server needs no
+scikit-learn and no pickle to load it, and one call costs microseconds where
+``predict_proba`` costs milliseconds (bench/server.py measures both on the same model).
+
+Exactness. scikit-learn's trees compare ``float32(x) <= t`` with a float64 threshold
+``t``. For a float32 ``x`` that is the same as ``x <= t32``, with ``t32`` the largest
+float32 not above ``t``. So a tree model is converted with float32 inputs from a copy whose
+thresholds are rounded *down* to float32: the ONNX trees then take exactly the decisions
+scikit-learn takes (the usual round-to-nearest would not). Their leaves are summed in
+float32, a difference near 1e-7. Linear models are converted in float64 (near 1e-15).
+Histogram gradient boosting compares float64 inputs in scikit-learn and float32 ones in
+ONNX: two continuous inputs closer than one float32 step (about 4e-6 at latitude 52) can
+fall on either side of a split, so the check may refuse its fast form.
+
+Whatever the form, it is checked: the largest difference between the two on the hold-out
+rows and on a sample of the input space (every combination, when they are few) is recorded
+in metadata.json, and a form above the tolerance is not published.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from batcomputer.training.features import Lookup
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+FILE: Final = "model.onnx"
+TOLERANCE: Final = 1e-6
+SAMPLE_ROWS: Final = 20_000
+"""Random inputs checked when the input space is too large to check whole."""
+GRID_LIMIT: Final = 200_000
+"""Every combination of inputs is checked when there are at most this many."""
+HOLDOUT_ROWS: Final = 100_000
+"""At most this many hold-out rows are checked (the first ones: the split is seeded)."""
+OUTPUT: Final = "probabilities"
+
+
+@dataclass(frozen=True)
+class FastForm:
+    """The outcome of converting and checking: the ONNX bytes, or why there are none."""
+
+    onnx: bytes | None
+    record: dict[str, Any]
+    """What metadata.json says about it (``fast_form``)."""
+
+    @property
+    def refused(self) -> str | None:
+        reason = self.record.get("refused")
+        return str(reason) if reason else None
+
+
+def build(model: Any, lookup: Lookup, schema_inputs: Sequence[dict[str, Any]],
+          x_train: np.ndarray, x_test: np.ndarray, *, tolerance: float = TOLERANCE,
+          seed: int = 0) -> FastForm:
+    """Convert ``model`` and check it against ``predict_proba``; the first candidate
+    form (see `_candidates`) within ``tolerance`` wins."""
+    import numpy as np
+    import onnxruntime
+    import skl2onnx
+
+    sample, sampled = input_sample(lookup, schema_inputs, x_train, seed=seed)
+    x = np.vstack([x_test[:HOLDOUT_ROWS], sample])
+    expected = np.asarray(model.predict_proba(x), dtype=np.float64)
+    base: dict[str, Any] = {
+        "format": "onnx", "runtime": "onnxruntime", "converter": f"skl2onnx {skl2onnx.__version__}",
+        "onnxruntime": onnxruntime.__version__, "tolerance": tolerance,
+        "rows_checked": len(x), "checked": f"{min(len(x_test), HOLDOUT_ROWS):,} hold-out rows "
+                                           f"and {sampled}"}
+    failures = []
+    for precision, candidate in _candidates(model):
+        try:
+            data = _convert(candidate, x.shape[1], precision)
+            found = predict(data, x)
+        except Exception as exc:  # a converter or runtime refusal is a reason, not a crash
+            failures.append(f"{precision}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if found.shape != expected.shape:
+            failures.append(f"{precision}: gives {found.shape[1]} columns, not "
+                            f"{expected.shape[1]}")
+            continue
+        diff = float(np.max(np.abs(found - expected))) if len(x) else 0.0
+        if diff <= tolerance:
+            log.info("Fast form (ONNX, %s inputs): largest difference %.3g on %s rows",
+                     precision, diff, f"{len(x):,}")
+            return FastForm(data, {**base, "file": FILE, "input": precision,
+                                   "max_abs_diff": diff})
+        failures.append(f"{precision}: largest difference {diff:.3g} is above the "
+                        f"tolerance {tolerance:g}")
+    return FastForm(None, {**base, "refused": "; ".join(failures)})
+
+
+def predict(data: bytes, x: np.ndarray) -> np.ndarray:
+    """Probabilities from the ONNX form, as the server computes them."""
+    import numpy as np
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    dtype = np.float32 if feed.type == "tensor(float)" else np.float64
+    out = session.run([OUTPUT], {feed.name: x.astype(dtype)})[0]
+    proba = np.asarray(out, dtype=np.float64)
+    total = proba.sum(axis=1, keepdims=True)  # float32 sums are 1 to within 3e-8
+    rescaled: np.ndarray = np.divide(proba, total, out=proba, where=total > 0)
+    return rescaled
+
+
+def _candidates(model: Any) -> Iterator[tuple[str, Any]]:
+    """Tree models in float32 (thresholds rounded down), others in float64; then the other."""
+    floored = _floor_thresholds(model)
+    if floored is not None:
+        yield "float32", floored
+        yield "float64", model
+    else:
+        yield "float64", model
+        yield "float32", model
+
+
+def _convert(model: Any, n_inputs: int, precision: str) -> bytes:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    tensor = FloatTensorType if precision == "float32" else DoubleTensorType
+    onx = convert_sklearn(model, initial_types=[("inputs", tensor([None, n_inputs]))],
+                          options={"zipmap": False}, name="batcomputer")
+    data: bytes = onx.SerializeToString()
+    return data
+
+
+def _trees(model: Any) -> Iterator[Any]:
+    """Every fitted scikit-learn decision tree (``tree_``) inside ``model``."""
+    import numpy as np
+
+    if hasattr(model, "tree_"):
+        yield model
+    for step in getattr(model, "steps", ()):  # a Pipeline
+        yield from _trees(step[1])
+    estimators = getattr(model, "estimators_", None)
+    if isinstance(estimators, list | np.ndarray):
+        for estimator in np.ravel(np.asarray(estimators, dtype=object)):
+            yield from _trees(estimator)
+
+
+def _split_thresholds(model: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(thresholds, which are splits) of every tree inside ``model``, as editable views:
+    scikit-learn's decision trees (``tree_``) and histogram gradient boosting's
+    predictors (``_predictors``)."""
+    for tree in _trees(model):
+        yield tree.tree_.threshold, tree.tree_.children_left != -1
+    for step in [model, *(s[1] for s in getattr(model, "steps", ()))]:
+        for predictors in getattr(step, "_predictors", ()):
+            for predictor in predictors:
+                nodes = predictor.nodes
+                yield nodes["num_threshold"], nodes["is_leaf"] == 0
+
+
+def _floor_thresholds(model: Any) -> Any | None:
+    """A copy of a tree model whose split thresholds are float32 values, rounded down:
+    for float32 inputs it decides exactly alike. None if ``model`` has no trees."""
+    if next(_split_thresholds(model), None) is None:
+        return None
+    twin = copy.deepcopy(model)
+    for thresholds, split in _split_thresholds(twin):
+        if split.any():
+            thresholds[split] = floor_float32(thresholds[split])
+    return twin
+
+
+def floor_float32(values: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each value, as float64."""
+    import numpy as np
+
+    rounded = values.astype(np.float32)
+    above = rounded.astype(np.float64) > values
+    rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+    return rounded.astype(np.float64)
+
+
+def input_sample(lookup: Lookup, schema_inputs: Sequence[dict[str, Any]], x_train: np.ndarray,
+                 *, seed: int = 0, rows: int = SAMPLE_ROWS) -> tuple[np.ndarray, str]:
+    """Inputs the model may be asked about, and what they are in words: every combination
+    when the input space has at most GRID_LIMIT of them, else ``rows`` random ones (each
+    numeric input drawn from its whole declared range, from values seen in training and
+    from their float32 neighbours, where tree splits sit)."""
+    import numpy as np
+
+    described = {i.get("name"): i for i in schema_inputs}
+    grids = [_grid(codes, described.get(name, {})) for name, codes in lookup.items()]
+    if all(g is not None for g in grids):
+        size = math.prod(len(g) for g in grids if g is not None)
+        if size <= GRID_LIMIT:
+            every = np.array(list(itertools.product(*[g for g in grids if g is not None])),
+                             dtype=np.float64).reshape(size, len(grids))
+            return every, f"all {size:,} combinations of inputs"
+    rng = np.random.default_rng(seed)
+    columns = []
+    for j, (name, grid) in enumerate(zip(lookup, grids, strict=True)):
+        if grid is not None:
+            columns.append(rng.choice(np.asarray(grid, dtype=np.float64), rows))
+        else:
+            columns.append(_numeric_sample(rng, described.get(name, {}), x_train[:, j], rows))
+    return np.column_stack(columns), f"{rows:,} sampled inputs"
+
+
+def _grid(codes: dict[str, int] | str, entry: dict[str, Any]) -> list[float] | None:
+    if isinstance(codes, dict):
+        return [float(c) for c in codes.values()]
+    low, high = entry.get("minimum"), entry.get("maximum")
+    if entry.get("type") == "integer" and isinstance(low, int) and isinstance(high, int):
+        return [float(v) for v in range(low, high + 1)] if high - low < GRID_LIMIT else None
+    return None
+
+
+def _numeric_sample(rng: np.random.Generator, entry: dict[str, Any], seen: np.ndarray,
+                    rows: int) -> np.ndarray:
+    import numpy as np
+
+    seen = seen[np.isfinite(seen)] if len(seen) else np.zeros(1)
+    low = entry.get("minimum", float(seen.min()) - 1.0)
+    high = entry.get("maximum", float(seen.max()) + 1.0)
+    third = rows // 3
+    uniform = rng.uniform(low, high, rows - 2 * third)
+    picked = rng.choice(seen, 2 * third)
+    nudged = picked[third:].astype(np.float32)
+    nudged = np.nextafter(nudged, np.where(rng.random(third) < 0.5, np.float32(np.inf),
+                                            np.float32(-np.inf))).astype(np.float64)
+    values = np.concatenate([uniform, picked[:third], nudged])
+    if entry.get("type") == "integer":
+        values = np.round(values)
+    clipped: np.ndarray = np.clip(values, low, high)
+    return clipped
