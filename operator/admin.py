@@ -49,6 +49,8 @@ def rollback_patch(bm: Mapping[str, Any], major: int | None = None) -> tuple[dic
     entry = {"version": version, "artifact": back.get("artifact")}
     if back.get("digest"):
         entry["digest"] = back["digest"]
+    if back.get("allowPickle"):
+        entry["allowPickle"] = True
     if not entry["artifact"]:
         raise AdminError(f"{name}: history does not say where {version} was served from")
     listed = {str(v.get("version")) for v in versions}

@@ -6,7 +6,8 @@ webhook reads its metadata.json (bounded in size and time) and refuses:
 - a digest pin that does not match metadata.json;
 - an artifact that declares another version than the entry names;
 - a new MINOR/PATCH in a live MAJOR whose API differs from the version it replaces
-  (the apps of that MAJOR would break): publish it as a new MAJOR instead.
+  (the apps of that MAJOR would break): publish it as a new MAJOR instead;
+- an artifact that only has pickles, unless the entry allows them (allowPickle).
 An artifact that cannot be read now (pvc://, or a registry that is down) is allowed with
 a warning: the server checks the same at start, against its MAJOR's recorded API, and
 refuses to serve, so the roll stalls and the old pods keep serving.
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from batcomputer import apicontract
 
 MAX_METADATA_BYTES: Final = 1024**2
+PICKLE_FREE: Final = ("model.onnx", "lookup.json", "flags.json")
 FETCH_SECONDS: Final = 5.0
 
 Fetch = Callable[[str], bytes]
@@ -61,7 +63,7 @@ def review(old: Mapping[str, Any] | None, new: Mapping[str, Any], fetch: Fetch) 
     for major, entry in after.items():
         previous = before.get(major)
         if previous is not None and all(previous.get(k) == entry.get(k)
-                                        for k in ("version", "artifact", "digest")):
+                                        for k in ("version", "artifact", "digest", "allowPickle")):
             continue  # unchanged: it was reviewed when it was listed
         version = str(entry.get("version", ""))
         where = f"{version} ({entry.get('artifact')})"
@@ -80,6 +82,14 @@ def review(old: Mapping[str, Any] | None, new: Mapping[str, Any], fetch: Fetch) 
             out.problems.append(f"{where}: the artifact is version {parsed.get('version')}, "
                                 f"not {version}; list it as {parsed.get('version')} or fix "
                                 "the artifact location")
+            continue
+        files = parsed.get("files") if isinstance(parsed.get("files"), Mapping) else {}
+        if entry.get("allowPickle") is not True and not all(f in files for f in PICKLE_FREE):
+            out.problems.append(
+                f"{where}: the artifact has no pickle-free form ({', '.join(PICKLE_FREE)}), "
+                "and its server would have to unpickle model.pkl, which runs code from the "
+                "file: republish it with the training CLI, or set allowPickle: true on this "
+                "entry if you trust it")
             continue
         if previous is None or str(previous.get("version")) == version:
             continue

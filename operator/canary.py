@@ -43,6 +43,7 @@ class Served:
     version: str
     artifact: str
     digest: str | None = None
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -103,6 +104,8 @@ def plan(model: ModelSpec, version: VersionSpec, state: Mapping[str, Any] | None
                  "phase": "Running", "step": 0, "weight": rollout.steps[0], "since": now_iso}
         if current.digest:
             state["currentDigest"] = current.digest
+        if current.allow_pickle:
+            state["currentAllowPickle"] = True
         events = [("Normal", "CanaryStarted",
                    f"Canary {candidate} started beside {current.version} at {rollout.steps[0]} % "
                    f"of MAJOR {version.major}'s traffic")]
@@ -111,7 +114,7 @@ def plan(model: ModelSpec, version: VersionSpec, state: Mapping[str, Any] | None
         events = []
     out = Plan(state=state, events=events)
     current_spec = VersionSpec(semver.Version.parse(state["current"]), state["currentArtifact"],
-                               state.get("currentDigest"))
+                               state.get("currentDigest"), state.get("currentAllowPickle") is True)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     candidates = [p for p in live if labels.version_of(p) == candidate]
     currents = [p for p in live if labels.version_of(p) == state["current"]]

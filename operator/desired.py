@@ -73,7 +73,9 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
            {"name": "BATCOMPUTER_CACHE_DIR", "value": "/tmp/artifacts"},
            # The API this MAJOR serves (see api_record): a version with another API
            # refuses to serve, so a roll to it stalls while the old pods keep serving.
-           {"name": "BATCOMPUTER_EXPECTED_API", "value": f"{API_MOUNT}/{API_KEY}"}]
+           {"name": "BATCOMPUTER_EXPECTED_API", "value": f"{API_MOUNT}/{API_KEY}"},
+           # Unpickling runs code from the file: only where the admin said so.
+           {"name": "BATCOMPUTER_ALLOW_PICKLE", "value": str(version.allow_pickle).lower()}]
     if version.digest:
         env.append({"name": "BATCOMPUTER_DIGEST", "value": version.digest})
     container = {

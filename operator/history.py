@@ -29,6 +29,8 @@ def _entry(target_: str, version: str, since: str, how: str,
         entry["artifact"] = source["artifact"]
     if source.get("digest"):
         entry["digest"] = source["digest"]
+    if source.get("allowPickle"):
+        entry["allowPickle"] = True
     return entry
 
 

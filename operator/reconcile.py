@@ -160,7 +160,8 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     serving_now[history.STABLE] = str(new_status["serving"])
     new_status["history"] = history.update(
         previous.get("history") or [], serving_now,
-        {str(v.version): {"artifact": v.artifact, "digest": v.digest} for v in model.versions}, now(),
+        {str(v.version): {"artifact": v.artifact, "digest": v.digest,
+                          "allowPickle": v.allow_pickle} for v in model.versions}, now(),
         how={history.target(int(c["major"])): "after a canary"
              for c in canaries.values() if c.get("phase") == "Completing"})
     events += _transitions(previous, new_status)
@@ -184,7 +185,8 @@ def _canary_plans(model: spec.ModelSpec, api: Api, previous: Obj, canaries: dict
     plans = {}
     for version in model.versions:
         entry = serving.get(history.target(version.major))
-        current = (canary.Served(entry["version"], entry["artifact"], entry.get("digest"))
+        current = (canary.Served(entry["version"], entry["artifact"], entry.get("digest"),
+                                 entry.get("allowPickle") is True)
                    if entry and entry.get("artifact") else None)
         of_major = [p for p in pods if (p["metadata"].get("labels") or {}).get(labels.MAJOR)
                     == str(version.major)]

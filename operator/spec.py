@@ -42,6 +42,7 @@ class VersionSpec:
     version: semver.Version
     artifact: str
     digest: str | None = None
+    allow_pickle: bool = False
 
     @property
     def major(self) -> int:
@@ -189,8 +190,12 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         digest = entry.get("digest")
         if digest is not None and not DIGEST_RE.match(str(digest)):
             problems.append(f"{where}.digest must be sha256:<64 hex digits>")
+        allow_pickle = entry.get("allowPickle", False)
+        if not isinstance(allow_pickle, bool):
+            problems.append(f"{where}.allowPickle must be true or false")
         versions.append(VersionSpec(version=version, artifact=artifact,
-                                    digest=str(digest) if digest else None))
+                                    digest=str(digest) if digest else None,
+                                    allow_pickle=allow_pickle is True))
     versions.sort(key=lambda v: v.major)
 
     promoted: VersionSpec | None = None

@@ -52,17 +52,22 @@ def _resign(folder: Path, **changes: Any) -> None:
     """Rewrite metadata.json after editing files: new version, digests of every file."""
     meta = json.loads((folder / "metadata.json").read_text())
     meta.update(changes)
-    for name in meta["files"]:
-        meta["files"][name] = "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    meta["files"] = {name: "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                     for name in meta["files"] if (folder / name).exists()}
     (folder / "metadata.json").chmod(0o644)
     (folder / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 def _variant(registry: Path, source: Path, version: str) -> Path:
+    """A copy with its pickles only: the variants below edit model.pkl, and their servers
+    answer through predict_proba (the BatModels here allow pickles)."""
     folder = registry / "crime" / version
     shutil.copytree(source, folder)
     for path in folder.iterdir():
         path.chmod(0o644)
+    for name in ("model.onnx", "lookup.json", "flags.json"):
+        (folder / name).unlink()
+    _resign(folder)
     return folder
 
 
@@ -136,7 +141,8 @@ def questions(cp: ControlPlane, ns: str) -> list[dict[str, Any]]:
 def apply(kubectl: Kubectl, ns: str, base: str, version: str) -> None:
     doc = {"apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel", "metadata": {"name": "crime"},
            "spec": {"replicas": REPLICAS, "rollout": ROLLOUT,
-                    "versions": [{"version": version, "artifact": f"{base}/crime/{version}/"}]}}
+                    "versions": [{"version": version, "artifact": f"{base}/crime/{version}/",
+                                  "allowPickle": True}]}}
     kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), namespace=ns)
 
 

@@ -14,13 +14,20 @@ PLACE = {**SCHEMA, "inputs": [*SCHEMA["inputs"], {"name": "place", "type": "cate
                                                   "values": ["x"]}]}
 
 
-def meta(version: str, schema: dict[str, Any] = SCHEMA) -> bytes:
-    return json.dumps({"name": "crime", "version": version, "schema": schema}).encode()
+FILES = {name: "sha256:" + "0" * 64 for name in ("model.onnx", "lookup.json", "flags.json",
+                                                  "model.pkl", "lookup.pkl", "flags.pkl")}
+PICKLED = {k: v for k, v in FILES.items() if k.endswith(".pkl")}
+
+
+def meta(version: str, schema: dict[str, Any] = SCHEMA, files: dict[str, str] = FILES) -> bytes:
+    return json.dumps({"name": "crime", "version": version, "schema": schema,
+                       "files": files}).encode()
 
 
 REGISTRY = {f"http://r/{v}/metadata.json": meta(v) for v in ("1.0.0", "1.1.0", "1.2.0-rc.1")}
 REGISTRY["http://r/1.2.0/metadata.json"] = meta("1.2.0", PLACE)
 REGISTRY["http://r/other/metadata.json"] = meta("1.3.0")
+REGISTRY["http://r/old/metadata.json"] = meta("1.1.0", files=PICKLED)
 
 
 def fetch(url: str) -> bytes:
@@ -83,3 +90,17 @@ def test_unchanged_entries_are_not_fetched_again() -> None:
     assert admission.review(body, {**body, "metadata": {"name": "crime", "labels": {"a": "b"}}},
                             counting).problems == []
     assert calls == []
+
+
+def test_an_artifact_that_needs_pickles_is_refused_unless_the_entry_allows_them() -> None:
+    result = admission.review(None, model(entry("1.1.0", "http://r/old/")), fetch)
+    assert result.problems == [
+        "1.1.0 (http://r/old/): the artifact has no pickle-free form (model.onnx, lookup.json, "
+        "flags.json), and its server would have to unpickle model.pkl, which runs code from "
+        "the file: republish it with the training CLI, or set allowPickle: true on this entry "
+        "if you trust it"]
+    allowed = model(entry("1.1.0", "http://r/old/", allowPickle=True))
+    assert admission.review(None, allowed, fetch).problems == []
+    # Taking the permission back is a change, reviewed again.
+    again = admission.review(allowed, model(entry("1.1.0", "http://r/old/")), fetch)
+    assert len(again.problems) == 1

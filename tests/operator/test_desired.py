@@ -62,7 +62,12 @@ def test_pod_runs_the_server_with_its_artifact_and_probes() -> None:
         "BATCOMPUTER_ARTIFACT": "https://m.example/crime/1.4.2/", "BATCOMPUTER_VERSION": "1.4.2",
         "BATCOMPUTER_MODEL_NAME": "crime", "BATCOMPUTER_PORT": "8080", "BATCOMPUTER_WORKERS": "3",
         "BATCOMPUTER_CACHE_DIR": "/tmp/artifacts", "BATCOMPUTER_DIGEST": "sha256:" + "b" * 64,
-        "BATCOMPUTER_EXPECTED_API": "/etc/batcomputer/api/api.json"}
+        "BATCOMPUTER_EXPECTED_API": "/etc/batcomputer/api/api.json",
+        "BATCOMPUTER_ALLOW_PICKLE": "false"}
+    # Pickles only where the admin allows them (always said: the image's default is off).
+    trusted = dataclasses.replace(V1, allow_pickle=True)
+    (allowing,) = desired.deployment(MODEL, trusted, SETTINGS)["spec"]["template"]["spec"]["containers"]
+    assert env(allowing)["BATCOMPUTER_ALLOW_PICKLE"] == "true"
     # The MAJOR's API record is mounted; absent until the MAJOR's first version has served.
     assert {"name": "api", "configMap": {"name": "crime-v1", "optional": True}} in pod["volumes"]
     assert {"name": "api", "mountPath": "/etc/batcomputer/api", "readOnly": True} in container["volumeMounts"]

@@ -18,11 +18,13 @@ def body(**spec_fields: Any) -> dict[str, Any]:
 def test_parses_versions_sorted_by_major_and_defaults() -> None:
     model = spec.parse(body(versions=[{"version": "2.0.0", "artifact": "http://a/"},
                                       {"version": "1.0.0", "artifact": "http://b/",
-                                       "digest": "sha256:" + "a" * 64}]), default_replicas=3)
+                                       "digest": "sha256:" + "a" * 64, "allowPickle": True}]),
+                       default_replicas=3)
     assert [str(v.version) for v in model.versions] == ["1.0.0", "2.0.0"]
     assert str(model.promoted.version) == "2.0.0"  # highest, when not given
     assert model.replicas == 3 and model.generation == 3 and model.uid == "u1"
     assert model.versions[0].digest == "sha256:" + "a" * 64
+    assert (model.versions[0].allow_pickle, model.versions[1].allow_pickle) == (True, False)
     assert model.by_major(2) is model.versions[1] and model.by_major(7) is None
 
 
@@ -47,6 +49,8 @@ def test_pvc_artifacts() -> None:
     ({"versions": [{"version": "1.0.0", "artifact": "http://a/"},
                    {"version": "1.2.0", "artifact": "http://a/"}]}, "MAJOR 1 is already listed"),
     ({"promoted": "3.0.0"}, "spec.promoted '3.0.0' is not one of the listed versions"),
+    ({"versions": [{"version": "1.0.0", "artifact": "http://a/", "allowPickle": "yes"}]},
+     "allowPickle must be true or false"),
     ({"replicas": -1}, "spec.replicas"),
     ({"replicas": True}, "spec.replicas"),
     ({"resources": "lots"}, "spec.resources"),
