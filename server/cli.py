@@ -49,6 +49,10 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
                             "nothing others need) [BATCOMPUTER_WORKER_CLASS]")
     serve.add_argument("--threads", type=int, help="threads per gthread worker "
                                                    "[BATCOMPUTER_THREADS]")
+    serve.add_argument("--allow-pickle", action=argparse.BooleanOptionalAction, default=None,
+                       help="whether pickles may be loaded for an artifact without the "
+                            "pickle-free form (default: allowed; the image says false) "
+                            "[BATCOMPUTER_ALLOW_PICKLE]")
 
 
 def refuse(termination_log: Path, reason: str) -> None:
@@ -68,7 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(artifact=args.artifact, version=args.version,
                                      digest=args.digest, model_name=args.model_name,
                                      host=args.host, port=args.port, workers=args.workers,
-                                     threads=args.threads, worker_class=args.worker_class)
+                                     threads=args.threads, worker_class=args.worker_class,
+                                     allow_pickle=args.allow_pickle)
     except SettingsError as exc:
         refuse(Settings.termination_log, str(exc))
         return EXIT_BAD_SETTINGS

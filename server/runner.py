@@ -7,6 +7,7 @@ the workers share the loaded model's memory.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -63,9 +64,22 @@ def serve(settings: Settings) -> int:
 
     app = create_app(settings, model, metrics=Metrics(metrics_dir))
     gc.collect()
+    release_freed_memory()
     gc.freeze()  # objects made so far stay in pages shared with the forked workers
     GunicornServer(app, gunicorn_options(settings, metrics_dir, model)).run()
     return 0
+
+
+def release_freed_memory() -> None:
+    """Give the heap freed after loading back to the system before the workers fork.
+    glibc keeps it otherwise: onnxruntime's parse of model.onnx leaves as much freed heap
+    as the session itself (34 MiB of 68 for the 100-tree continuous model), in every
+    process."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _prepare_metrics_dir(settings: Settings) -> Path:

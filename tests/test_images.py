@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,31 @@ def test_the_server_image_answers_as_the_code_it_was_built_from(served: str, reg
     assert got.status_code == 200
     assert got.json() == json.loads(model.predict_many_json(rows))
     assert requests.post(url + "/api/predict", json={"force": "Gotham PD"}, timeout=5).status_code == 422
+    info = requests.get(url + "/api/info", timeout=5).json()
+    assert info["prediction"]["runtime"] == "onnxruntime"  # the fast form, no pickle
+
+
+def test_the_server_image_refuses_to_unpickle_by_default(built: list[str], registry: Path,
+                                                          tmp_path: Path) -> None:
+    """An artifact with pickles only (published before the pickle-free form existed)."""
+    old = tmp_path / "crime" / "1.0.0"
+    shutil.copytree(registry / "crime" / "1.0.0", old)
+    meta = json.loads((old / "metadata.json").read_text())
+    for name in ("model.onnx", "lookup.json", "flags.json"):
+        (old / name).chmod(0o644)
+        (old / name).unlink()
+        del meta["files"][name]
+    (old / "metadata.json").chmod(0o644)
+    (old / "metadata.json").write_text(json.dumps(meta))
+    for folder in (tmp_path, tmp_path / "crime", old):
+        folder.chmod(0o755)
+    run = podman("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                 "--mount", f"type=bind,source={tmp_path},destination=/models,ro=true",
+                 "--env", "BATCOMPUTER_ARTIFACT=/models/crime/1.0.0", f"batcomputer-server:{VERSION}",
+                 check=False)
+    assert run.returncode != 0
+    assert "has no pickle-free form" in run.stderr + run.stdout
+    assert "BATCOMPUTER_ALLOW_PICKLE=false" in run.stderr + run.stdout
 
 
 def test_the_server_container_is_confined(served: str) -> None:

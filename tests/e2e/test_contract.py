@@ -54,7 +54,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory, model_registry: Path, cri
     meta = forged / "metadata.json"
     meta.chmod(0o644)
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": FORGED}))
-    for folder in (reg.parent, reg, reg / "crime"):
+    # 1.0.0 as published before the pickle-free form existed: pickles only.
+    legacy = reg / "legacy" / "crime" / "1.0.0"
+    shutil.copytree(reg / "crime" / "1.0.0", legacy)
+    meta = legacy / "metadata.json"
+    meta.chmod(0o644)
+    doc = json.loads(meta.read_text())
+    for name in ("model.onnx", "lookup.json", "flags.json"):
+        (legacy / name).chmod(0o644)
+        (legacy / name).unlink()
+        del doc["files"][name]
+    meta.write_text(json.dumps(doc))
+    for folder in (reg.parent, reg, reg / "crime", reg / "legacy", reg / "legacy" / "crime", legacy):
         folder.chmod(0o755)  # served to uid 10001 from a PersistentVolume too
     return reg
 
@@ -62,6 +73,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory, model_registry: Path, cri
 @pytest.fixture(scope="module")
 def base(control_plane: ControlPlane, registry: Path) -> str:
     return serve_files(control_plane, registry, name="contract-files")
+
+
+def registered(kubectl: Kubectl) -> bool:
+    """Whether the operator has put its address into the webhook configuration."""
+    hook = get(kubectl, "", "validatingwebhookconfiguration", "batmodels.batcomputer.io")
+    return bool(hook["webhooks"][0]["clientConfig"]["url"] != "https://127.0.0.1:1/artifacts")
 
 
 def apply(kubectl: Kubectl, ns: str, doc: str) -> Any:
@@ -80,10 +97,7 @@ def test_the_webhook_refuses_a_minor_that_changes_its_majors_api(
     # itself back within a resync period.
     kubectl("apply", "-f", str(REPO / "manifests" / "webhook.yaml"))
 
-    def registered() -> bool:
-        hook = get(kubectl, "", "validatingwebhookconfiguration", "batmodels.batcomputer.io")
-        return hook["webhooks"][0]["clientConfig"]["url"] != "https://127.0.0.1:1/artifacts"
-    wait_for(registered, timeout=30, what="the webhook registered again")
+    wait_for(lambda: registered(kubectl), timeout=30, what="the webhook registered again")
     assert apply(kubectl, namespace, batmodel(base, FORGED, replicas=1)).returncode != 0
     # An entry whose artifact is another version.
     wrong = batmodel(base, "1.1.0", replicas=1).replace(f"{base}/crime/1.1.0/", f"{base}/crime/1.0.0/")
@@ -154,3 +168,37 @@ def test_pre_release_and_build_versions_run_end_to_end(
     listed = kubectl("get", "bm", "rc", namespace=namespace).stdout
     assert RC in listed
     kubectl("delete", "bm", "rc", namespace=namespace)
+
+
+def legacy(artifact: str, **entry: Any) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "batcomputer.io/v1alpha1", "kind": "BatModel", "metadata": {"name": "legacy"},
+        "spec": {"replicas": 1, "versions": [{"version": "1.0.0", "artifact": artifact, **entry}]}})
+
+
+def test_pickles_are_loaded_only_where_the_entry_allows_them(
+        control_plane: ControlPlane, kubectl: Kubectl, operator: OperatorProcess, namespace: str,
+        base: str, registry: Path) -> None:
+    over_http = f"{base}/legacy/crime/1.0.0/"
+    wait_for(lambda: registered(kubectl), timeout=30, what="the webhook registered")
+    done = apply(kubectl, namespace, legacy(over_http))
+    assert done.returncode != 0
+    assert (WEBHOOK + f"1.0.0 ({over_http}): the artifact has no pickle-free form (model.onnx, "
+            "lookup.json, flags.json), and its server would have to unpickle model.pkl") in done.stderr
+    # Where the webhook cannot read it, the server in the image refuses to unpickle.
+    read_only_claim(kubectl, namespace, "legacy-store", registry)
+    assert apply(kubectl, namespace, legacy("pvc://legacy-store/legacy/crime/1.0.0")).returncode == 0
+
+    def refused() -> dict[str, Any] | None:
+        bm = get(kubectl, namespace, "bm", "legacy")
+        message = ((bm.get("status") or {}).get("versions") or [{}])[0].get("message", "")
+        return bm if "has no pickle-free form" in message else None
+    bm = wait_for(refused, timeout=90, what="legacy's server to refuse the pickles")
+    assert "BATCOMPUTER_ALLOW_PICKLE=false" in bm["status"]["versions"][0]["message"]
+    # The admin trusts it: allowPickle.
+    assert apply(kubectl, namespace, legacy(over_http, allowPickle=True)).returncode == 0
+    wait_model_ready(kubectl, namespace, "legacy")
+    url = service_urls(control_plane, namespace, "legacy-v1")[0]
+    assert requests.get(url + "/api/info", timeout=5).json()["prediction"]["runtime"] == "scikit-learn"
+    assert predict(control_plane, namespace, "legacy-v1", KENT).status_code == 200
+    kubectl("delete", "bm", "legacy", namespace=namespace)

@@ -53,6 +53,7 @@ def test_flags_override_environment_and_none_means_unset() -> None:
     ({"BATCOMPUTER_DIGEST": "sha256:" + "AB" * 32}, "digest"),
     ({"BATCOMPUTER_VERSION": "v1"}, "version"),
     ({"BATCOMPUTER_LOG_LEVEL": "loud"}, "log_level"),
+    ({"BATCOMPUTER_ALLOW_PICKLE": "maybe"}, "BATCOMPUTER_ALLOW_PICKLE='maybe': expected true or false"),
 ])
 def test_bad_values_are_refused_with_the_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
@@ -64,3 +65,11 @@ def test_the_worker_model_is_gevent_unless_asked_otherwise() -> None:
     assert Settings.from_env({"BATCOMPUTER_WORKER_CLASS": "sync"}).worker_class == "sync"
     with pytest.raises(SettingsError, match="worker_class 'eventlet' is not one of gevent, sync"):
         Settings(worker_class="eventlet")
+
+
+@pytest.mark.parametrize(("raw", "allowed"), [("false", False), ("0", False), ("No", False),
+                                              ("true", True), ("1", True), ("yes", True)])
+def test_pickles_are_allowed_unless_turned_off(raw: str, allowed: bool) -> None:
+    assert Settings().allow_pickle is True  # the image turns it off (Dockerfile.server)
+    assert Settings.from_env({"BATCOMPUTER_ALLOW_PICKLE": raw}).allow_pickle is allowed
+    assert Settings.from_env({"BATCOMPUTER_ALLOW_PICKLE": raw}, allow_pickle=True).allow_pickle
