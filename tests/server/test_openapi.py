@@ -45,5 +45,5 @@ def test_inputs_have_enums_ranges_and_examples(model_v1: Model) -> None:
 def test_a_broken_document_would_be_caught(model_v1: Model) -> None:
     doc = document(model_v1, max_batch=10)
     doc["paths"]["/api/predict"]["post"]["responses"]["200"].pop("description")
-    with pytest.raises(Exception, match="is not valid under any of the given schemas"):
+    with pytest.raises(Exception, match="is not valid under any of the"):
         validate(doc)
