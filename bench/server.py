@@ -1,16 +1,21 @@
 """Benchmark `batcomputer serve` against a naive Flask + gunicorn wrapper, in one run.
 
-    /work/main/.venv/bin/python bench/server.py [--artifact DIR] [--duration 10]
+    /work/main/.venv/bin/python bench/server.py [--model both] [--artifact DIR] [--duration 10]
 
-Both servers serve the same artifact (by default the reference model: a
-100-tree random forest trained by `batcomputer train` on 12 months of generated
-data) with the same number of gunicorn worker processes (the naive wrapper: sync workers;
-ours: --worker-class, by default its own default, gevent) on 127.0.0.1. Both
-run for the whole benchmark and each figure is measured on one right after the
-other, so both see the same machine. The load is closed-loop: N clients each
-send a request as soon as the previous answer arrives. Request bodies cover every valid combination of
-inputs in a random order. The load generator is wrk (apt-get install wrk), with
-a Python fallback that may itself be the bottleneck.
+Both servers serve the same artifact with the same number of gunicorn worker processes
+(the naive wrapper: sync workers; ours: --worker-class, by default its own default,
+gevent) on 127.0.0.1. The models, both 100-tree random forests trained by `batcomputer
+train` on 12 months of generated data:
+- reference: force, crime, month. Every combination fits in a table (memoised mode).
+- continuous: force, crime, latitude, longitude. Its inputs cannot be enumerated: ours
+  answers through the fast form (model.onnx, onnxruntime), the naive one through
+  predict_proba.
+Both servers run for the whole benchmark of a model and each figure is measured on one
+right after the other, so both see the same machine. The load is closed-loop: N clients
+each send a request as soon as the previous answer arrives. Request bodies cover every
+valid combination of inputs in a random order (reference), or 20,000 random rows with
+points on the map of England and Wales (continuous). The load generator is wrk
+(apt-get install wrk), with a Python fallback that may itself be the bottleneck.
 
 Printed: requests/s and p50/p99 latency for single rows at 1, 8 and 32 clients,
 rows/s for 100-row batches at 8 clients, cold start (process start to the first
@@ -91,30 +96,48 @@ class Load:
 # -- the workload ------------------------------------------------------------------------------
 
 
-def reference_artifact(work: Path) -> Path:
+MODELS = {"reference": "force,crime,month", "continuous": "force,crime,latitude,longitude"}
+# Where the generated (and the real) data's points are: England and Wales.
+MAP = {"latitude": (49.9, 55.8), "longitude": (-5.7, 1.8)}
+SAMPLED_ROWS = 20_000
+
+
+def build_artifact(work: Path, model: str) -> Path:
     data, registry = work / "data", work / "registry"
-    run([str(BIN / "batcomputer"), "-q", "generate-data", str(data), "--seed", "7",
-         "--months", "12"])
-    run([str(BIN / "batcomputer"), "-q", "train", str(data), "--registry", str(registry)])
-    return next((registry / "crime").iterdir())
+    if not data.exists():
+        run([str(BIN / "batcomputer"), "-q", "generate-data", str(data), "--seed", "7",
+             "--months", "12"])
+    run([str(BIN / "batcomputer"), "-q", "train", str(data), "--registry", str(registry),
+         "--name", model, "--features", MODELS[model]])
+    return next((registry / model).iterdir())
 
 
-def all_rows(artifact: Path) -> list[dict[str, Any]]:
-    """Every valid combination of inputs, from the artifact's schema."""
+def all_rows(artifact: Path, seed: int) -> list[dict[str, Any]]:
+    """Every valid combination of inputs, from the artifact's schema, in random order; or,
+    when an input is not enumerable, SAMPLED_ROWS random rows."""
     inputs = json.loads((artifact / "metadata.json").read_text())["schema"]["inputs"]
-    axes = []
-    for item in inputs:
-        if item["type"] == "categorical":
-            axes.append(item["values"])
-        else:
-            axes.append(list(range(item["minimum"], item["maximum"] + 1)))
     names = [i["name"] for i in inputs]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+    rng = random.Random(seed)
+    if all(i["type"] == "categorical" or i["type"] == "integer" for i in inputs):
+        axes = [i["values"] if i["type"] == "categorical"
+                else list(range(i["minimum"], i["maximum"] + 1)) for i in inputs]
+        rows = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+        rng.shuffle(rows)
+        return rows
+
+    def value(item: dict[str, Any]) -> Any:
+        if item["type"] == "categorical":
+            return rng.choice(item["values"])
+        if item["type"] == "integer":
+            return rng.randint(item["minimum"], item["maximum"])
+        low, high = MAP.get(item["name"], (item.get("minimum", 0), item.get("maximum", 1)))
+        return round(rng.uniform(low, high), 6)
+
+    return [{i["name"]: value(i) for i in inputs} for _ in range(SAMPLED_ROWS)]
 
 
 def write_bodies(artifact: Path, work: Path, seed: int) -> tuple[Path, Path, int]:
-    rows = all_rows(artifact)
-    random.Random(seed).shuffle(rows)
+    rows = all_rows(artifact, seed)
     singles, batches = work / "singles.jsonl", work / "batches.jsonl"
     singles.write_text("".join(json.dumps(r) + "\n" for r in rows))
     batches.write_text("".join(json.dumps(rows[i:i + BATCH]) + "\n"
@@ -328,8 +351,9 @@ def bench(args: argparse.Namespace, artifact: Path, bodies: dict[str, Path],
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifact", type=Path, help="artifact folder (default: build the "
-                                                      "reference model)")
+    parser.add_argument("--model", choices=[*MODELS, "both"], default="both",
+                        help="which model to build and measure (default both)")
+    parser.add_argument("--artifact", type=Path, help="measure this artifact folder instead")
     parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up load")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both servers)")
@@ -344,30 +368,38 @@ def main() -> int:
                                                                    "generator even if wrk exists")
     args = parser.parse_args()
 
+    models = [*MODELS] if args.model == "both" else [args.model]
+    reports = []
     with tempfile.TemporaryDirectory(prefix="batcomputer-bench-") as tmp:
         work = Path(tmp)
-        artifact = args.artifact or reference_artifact(work)
-        singles, batches, combos = write_bodies(artifact, work, args.seed)
-        bodies = {"singles": singles, "batches": batches}
-        meta = json.loads((artifact / "metadata.json").read_text())
-        generator = "wrk" if shutil.which("wrk") and not args.python_load else "python"
-        print(f"Artifact: {artifact} ({meta['name']} {meta['version']}, "
-              f"{meta['training']['estimator']} {meta['training']['params']})")
-        print(f"Workload: {combos:,} input combinations in random order; {args.workers} "
-              f"gunicorn workers each (naive: sync; batcomputer: "
-              f"{args.worker_class}"
-              f"{f' x {args.threads} threads' if args.worker_class == 'gthread' else ''}); "
-              f"load generator {generator}; {args.duration:g}s per figure, median of "
-              f"{args.repeat}; {os.cpu_count()} CPUs; load average before: "
-              f"{os.getloadavg()[0]:.2f}", flush=True)
-        results = bench(args, artifact, bodies, work)
-    report(results)
+        for model in ([None] if args.artifact else models):
+            artifact = args.artifact or build_artifact(work, str(model))
+            singles, batches, combos = write_bodies(artifact, work, args.seed)
+            bodies = {"singles": singles, "batches": batches}
+            meta = json.loads((artifact / "metadata.json").read_text())
+            generator = "wrk" if shutil.which("wrk") and not args.python_load else "python"
+            fast = meta.get("fast_form", {})
+            form = fast.get("refused") or f"largest difference {fast['max_abs_diff']:.2g}"
+            print(f"\nArtifact: {artifact} ({meta['name']} {meta['version']}, "
+                  f"{meta['training']['estimator']} {meta['training']['params']}; fast form: "
+                  f"{form})")
+            print(f"Workload: {combos:,} request rows in random order; {args.workers} "
+                  f"gunicorn workers each (naive: sync; batcomputer: "
+                  f"{args.worker_class}"
+                  f"{f' x {args.threads} threads' if args.worker_class == 'gthread' else ''}); "
+                  f"load generator {generator}; {args.duration:g}s per figure, median of "
+                  f"{args.repeat}; {os.cpu_count()} CPUs; load average before: "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
+            reports.append((meta["name"], bench(args, artifact, bodies, work)))
+    for name, results in reports:
+        print(f"\n== {name} ==")
+        report(results)
     return 0
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
     naive, ours = results["naive"], results["batcomputer"]
-    same = all(abs(naive["sample"][k] - ours["sample"][k]) <= 1e-9 for k in naive["sample"])
+    differs = max(abs(naive["sample"][k] - ours["sample"][k]) for k in naive["sample"])
     rows: list[tuple[str, float, float, str, str]] = []
 
     def ratio_row(label: str, a: float, b: float, target: str = "", higher: bool = True) -> None:
@@ -380,7 +412,7 @@ def report(results: dict[str, dict[str, Any]]) -> None:
                   ">= 10x" if clients == 8 else "")
         rows.append(("  p50 / p99 ms", naive[key].p50_ms, ours[key].p50_ms, "",
                      f"p99 {naive[key].p99_ms:.2f} -> {ours[key].p99_ms:.2f}"
-                     + (" (target <= 10 ms)" if clients == 8 else "")))
+                     + (" (target < 5 ms)" if clients == 8 else "")))
     ratio_row("100-row batches, 8 clients: rows/s", naive["batch_c8"].rps * BATCH,
               ours["batch_c8"].rps * BATCH, ">= 10x")
     ratio_row("cold start to first prediction: s", naive["cold_s"], ours["cold_s"], "",
@@ -394,14 +426,15 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         print(f"{label:42} {a:12,.2f} {b:12,.2f} {ratio:>8}  {note}")
     errors = {kind: sum(v.errors for v in r.values() if isinstance(v, Load))
               for kind, r in results.items()}
-    print(f"\nErrors (non-200 or socket): {errors}; same answer for a sample row: {same}")
+    print(f"\nErrors (non-200 or socket): {errors}; answers to a sample row differ by "
+          f"{differs:.2g}")
     c8 = ours["single_c8"]
     print("Targets: single c8 {}x {}, batch {}x {}, p99 c8 {:.2f} ms {}, RSS {}".format(
         round(c8.rps / naive["single_c8"].rps, 1),
         "met" if c8.rps >= 10 * naive["single_c8"].rps else "NOT MET",
         round(ours["batch_c8"].rps / naive["batch_c8"].rps, 1),
         "met" if ours["batch_c8"].rps >= 10 * naive["batch_c8"].rps else "NOT MET",
-        c8.p99_ms, "met" if c8.p99_ms <= 10 else "NOT MET",
+        c8.p99_ms, "met" if c8.p99_ms < 5 else "NOT MET",
         "met" if ours["memory"][0] <= naive["memory"][0] else "NOT MET"))
 
 

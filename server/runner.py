@@ -117,6 +117,16 @@ def gunicorn_options(settings: Settings, metrics_dir: Path, model: Model) -> dic
         sys.stderr.flush()
         os._exit(code)
 
+    def pre_request(worker: Any, request: Any) -> None:
+        """With gevent workers, let every other connection with a request waiting go first.
+        A keep-alive client whose next request is already in the socket buffer is read
+        without a switch, so a fast client could hold its worker while others wait
+        (measured with wrk at 8 clients: p99 178 ms for a 0.2 ms request)."""
+        if settings.worker_class == "gevent":
+            import gevent
+
+            gevent.sleep(0)
+
     def when_ready(server: Any) -> None:
         log.info("Serving %s %s on http://%s:%d with %d worker(s)", model.name, model.version,
                  host, settings.port, settings.workers)
@@ -142,6 +152,7 @@ def gunicorn_options(settings: Settings, metrics_dir: Path, model: Model) -> dic
         "proc_name": f"batcomputer-{model.name}-{model.version}",
         "child_exit": child_exit,
         "worker_exit": worker_exit,
+        "pre_request": pre_request,
         "when_ready": when_ready,
         "on_exit": on_exit,
     }
