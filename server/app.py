@@ -8,6 +8,7 @@ Static answers (params, info, the OpenAPI document) are serialised once.
 from __future__ import annotations
 
 import html
+import importlib.metadata
 import io
 import json
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from flask import Blueprint, Flask, Response, redirect, request, send_from_directory
 from werkzeug.wrappers import Response as BaseResponse
 
-from batcomputer.server import errors, openapi
+from batcomputer.server import errors, openapi, v2
 from batcomputer.server.errors import BadRequest, InvalidInput, NotReady, PayloadTooLarge
 from batcomputer.server.metrics import UNMATCHED, Metrics
 from batcomputer.server.model import Model
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None, *,
     swagger = json.dumps(openapi.document(model, max_batch=settings.max_batch)) if model else ""
     app.register_blueprint(_ops(model, metrics, swagger))
     app.register_blueprint(_api(model, metrics, settings, swagger))
+    app.register_blueprint(_v2(model, metrics, settings))
     if settings.cors_origins:
         from flask_cors import CORS
 
@@ -288,5 +290,67 @@ def _api(model: Model | None, metrics: Metrics, settings: Settings, swagger: str
         from swagger_ui_bundle import swagger_ui_path
 
         return send_from_directory(str(swagger_ui_path), filename, max_age=3600)
+
+    return api
+
+
+def _v2(model: Model | None, metrics: Metrics, settings: Settings) -> Blueprint:
+    """The Open Inference Protocol (KServe V2) REST API, beside /api (see v2.py)."""
+    api = Blueprint("v2", __name__, url_prefix="/v2")
+    counter = metrics.count_predictions(model.name, model.version) if model else None
+    record = metrics.probability_recorder(model.labels) if model else None
+    try:
+        release = importlib.metadata.version("batcomputer")
+    except importlib.metadata.PackageNotFoundError:  # a bare checkout
+        release = "0+unknown"
+    server = json.dumps(v2.server_metadata(release))
+    metadata = json.dumps(v2.model_metadata(model)) if model else ""
+
+    def loaded(name: str, version: str | None) -> Model:
+        if model is None:
+            raise NotReady("no model loaded")
+        v2.check_model(model, name, version)
+        return model
+
+    @api.get("")
+    def server_metadata() -> Response:
+        return Response(server, mimetype=JSON)
+
+    @api.get("/health/live")
+    def live() -> Response:
+        return _json({"live": True})
+
+    @api.get("/health/ready")
+    def ready() -> Response:
+        if model is None:
+            raise NotReady("no model loaded")
+        return _json({"ready": True})
+
+    @api.get("/models/<name>")
+    @api.get("/models/<name>/versions/<version>")
+    def model_metadata(name: str, version: str | None = None) -> Response:
+        loaded(name, version)
+        return Response(metadata, mimetype=JSON)
+
+    @api.get("/models/<name>/ready")
+    @api.get("/models/<name>/versions/<version>/ready")
+    def model_ready(name: str, version: str | None = None) -> Response:
+        return _json({"name": loaded(name, version).name, "ready": True})
+
+    @api.post("/models/<name>/infer")
+    @api.post("/models/<name>/versions/<version>/infer")
+    def infer(name: str, version: str | None = None) -> Response:
+        served = loaded(name, version)
+        assert counter is not None
+        # The protocol's JSON needs no Content-Type (tritonclient sends none); its binary
+        # tensor extension announces itself with this header.
+        if "Inference-Header-Content-Length" in request.headers:
+            raise BadRequest("binary tensor data is not supported; send the data as JSON "
+                             "(tritonclient: set_data_from_numpy(..., binary_data=False))")
+        payload = parse_body(read_body(request.environ, settings.max_body_bytes))
+        asked = v2.parse_infer(payload, served, max_batch=settings.max_batch)
+        proba = served.probabilities(asked.rows, record)
+        counter.inc(len(asked.rows))
+        return _json(v2.infer_response(served, asked, proba))
 
     return api

@@ -49,6 +49,12 @@ class InvalidInput(ServerError):
     status = 422
 
 
+class NotFound(ServerError):
+    """No such model or version (Open Inference Protocol routes)."""
+
+    status = 404
+
+
 class NotReady(ServerError):
     status = 503
 

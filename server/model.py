@@ -266,6 +266,12 @@ class Model:
 
     def _answers(self, rows: Sequence[object], where: str, record: Record | None = None) -> list[Row]:
         """Predictions of rows through the table or the estimator, recording their bins."""
+        return self._rows(self.probabilities(rows, record, where))
+
+    def probabilities(self, rows: Sequence[object], record: Record | None = None,
+                      where: str = "row ") -> np.ndarray:
+        """[rows, labels] probabilities (label order) of a batch, in one vectorised step;
+        InvalidInput names the row (``where`` + its index; "" for a single row)."""
         table = self._table
         if table is not None:
             proba = table[[self._index(row, f"{where}{n}: " if where else "")
@@ -273,10 +279,10 @@ class Model:
         else:
             x = np.array([self.encode(row, f"{where}{n}: " if where else "")
                           for n, row in enumerate(rows)], dtype=np.float64)
-            proba = self._estimator.predict_proba(x)
+            proba = np.asarray(self._estimator.predict_proba(x), dtype=np.float64)
         if record is not None:
             record(probability_bins(proba))
-        return self._rows(proba)
+        return proba
 
     def _index(self, row: object, where: str) -> int:
         """The table index of a row, or InvalidInput."""

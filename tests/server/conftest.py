@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from batcomputer.cli import main as cli
 from batcomputer.server.artifacts import PICKLE_FREE, fetch_verified, sha256
 from batcomputer.server.model import Model, load_model
 from batcomputer.server.settings import Settings
@@ -32,6 +33,16 @@ def v1(server_registry: Path) -> Path:
 @pytest.fixture(scope="session")
 def v2(server_registry: Path) -> Path:
     return server_registry / "crime" / "2.0.0"
+
+
+@pytest.fixture(scope="session")
+def continuous(crime_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """crime 1.0.0 on force, crime, latitude (-90 to 90) and longitude (-180 to 180): inputs
+    that cannot be enumerated, answered through onnxruntime."""
+    reg = tmp_path_factory.mktemp("continuous-registry")
+    assert cli(["-q", "train", str(crime_data), "--registry", str(reg), "--param", "n_estimators=20",
+                "--version", "1.0.0", "--features", "force,crime,latitude,longitude"]) == 0
+    return reg / "crime" / "1.0.0"
 
 
 @pytest.fixture(scope="session")
