@@ -99,6 +99,9 @@ def render_status(bm: Mapping[str, Any], history_lines: int = 8) -> str:
                      v.get("endpoint", "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if st.get("v2Endpoint"):
+        lines.append(f"  Open Inference Protocol (V2): {st['v2Endpoint']} (each MAJOR's Service: "
+                     f"the same path)")
     for v in st.get("versions") or []:
         if v["phase"] != "Ready":
             lines.append(f"  {v['version']}: {v['reason']}: {v['message']}")

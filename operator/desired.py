@@ -33,6 +33,13 @@ def endpoint(model: ModelSpec, service: str, settings: Settings) -> str:
     return f"http://{service}.{model.namespace}.{settings.cluster_domain}/api/predict"
 
 
+def v2_endpoint(model: ModelSpec, service: str, settings: Settings) -> str:
+    """The Open Inference Protocol URL of a Service: the model's name, no version (the
+    Service of a MAJOR serves its MINOR and PATCH versions one after another)."""
+    return (f"http://{service}.{model.namespace}.{settings.cluster_domain}"
+            f"/v2/models/{model.name}/infer")
+
+
 def owner_reference(model: ModelSpec) -> dict[str, Any]:
     return {"apiVersion": labels.API_VERSION, "kind": labels.KIND, "name": model.name,
             "uid": model.uid, "controller": True, "blockOwnerDeletion": True}

@@ -70,6 +70,7 @@ def version_status(model: ModelSpec, version: VersionSpec, deployment: dict[str,
     out: dict[str, Any] = {
         "version": str(version.version), "major": version.major, "deployment": name,
         "service": name, "endpoint": desired.endpoint(model, name, settings),
+        "v2Endpoint": desired.v2_endpoint(model, name, settings),
         "replicas": want, "readyReplicas": int(st.get("readyReplicas", 0)),
         "updatedReplicas": int(st.get("updatedReplicas", 0)),
     }
@@ -195,6 +196,7 @@ def model_status(model: ModelSpec, versions: Sequence[dict[str, Any]], target: V
         "promoted": str(model.promoted.version),
         "serving": serving,
         "endpoint": desired.endpoint(model, model.name, settings),
+        "v2Endpoint": desired.v2_endpoint(model, model.name, settings),
         "versions": list(versions),
         "summary": {"versions": ",".join(v["version"] for v in versions),
                     "ready": f"{ready_count}/{len(versions)}"},

@@ -165,6 +165,15 @@ def test_pre_release_and_build_versions_run_end_to_end(
     answer = requests.post(service_urls(control_plane, namespace, "rc")[0] + "/api/predict",
                            json=KENT, timeout=5)
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == RC
+    # The Open Inference Protocol on the same Service, where status says.
+    assert bm["status"]["v2Endpoint"] == f"http://rc.{namespace}.svc/v2/models/rc/infer"
+    tensors = [{"name": k, "shape": [1], "datatype": "INT64" if k == "month" else "BYTES",
+                "data": [v]} for k, v in KENT.items()]
+    v2 = requests.post(service_urls(control_plane, namespace, "rc")[0] + "/v2/models/rc/infer",
+                       json={"id": "e2e", "inputs": tensors}, timeout=5)
+    assert v2.status_code == 200, v2.text
+    assert (v2.json()["model_version"], v2.json()["id"]) == (RC, "e2e")
+    assert v2.json()["outputs"][0]["data"] == list(answer.json().values())
     listed = kubectl("get", "bm", "rc", namespace=namespace).stdout
     assert RC in listed
     kubectl("delete", "bm", "rc", namespace=namespace)

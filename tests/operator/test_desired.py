@@ -145,6 +145,8 @@ def test_versioned_children_and_endpoint() -> None:
     assert names == [("Deployment", "crime-v1"), ("Service", "crime-v1"),
                      ("Deployment", "crime-v2"), ("Service", "crime-v2")]
     assert desired.endpoint(MODEL, "crime-v1", SETTINGS) == "http://crime-v1.prod.svc/api/predict"
+    assert (desired.v2_endpoint(MODEL, "crime", SETTINGS)
+            == "http://crime.prod.svc/v2/models/crime/infer")
 
 
 def test_build_metadata_is_in_annotations_and_label_safe_in_labels() -> None:

@@ -40,6 +40,7 @@ def pod(version: str, ready: bool, name: str = "p", waiting: str | None = None,
 def test_no_deployment_is_pending() -> None:
     st = status.version_status(MODEL, V1, None, [], S)
     assert st["phase"] == "Pending" and st["endpoint"] == "http://crime-v1.ns.svc/api/predict"
+    assert st["v2Endpoint"] == "http://crime-v1.ns.svc/v2/models/crime/infer"
 
 
 def test_ready_when_every_replica_runs_this_version() -> None:
