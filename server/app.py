@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, model: Model | None = None, *,
 
 
 class FastPredict:
-    """WSGI middleware for the one hot route: a plain, valid ``POST /api/predict``.
+    """WSGI middleware for the hot routes: a plain, valid ``POST /api/predict`` or Open
+    Inference Protocol infer request.
 
     Flask's request machinery (context, routing, hooks) costs ~80 us per request,
     ten times the prediction itself. This answers the common case directly, with
@@ -128,6 +129,11 @@ class FastPredict:
     """
 
     ROUTE: Final = "/api/predict"
+    V2_ROUTES: Final = {"/v2/models/{name}/infer": "/v2/models/<name>/infer",
+                        "/v2/models/{name}/versions/{version}/infer":
+                            "/v2/models/<name>/versions/<version>/infer"}
+    """The Open Inference Protocol's infer paths of this model, and their Flask rules (the
+    route label of the metrics)."""
 
     def __init__(self, app: WSGIApplication, model: Model, metrics: Metrics, *,
                  max_body: int, max_batch: int) -> None:
@@ -139,19 +145,29 @@ class FastPredict:
         self.version = model.version
         self.max_body = max_body
         self.max_batch = max_batch
+        self.v2 = {path.format(name=model.name, version=model.version): rule
+                   for path, rule in self.V2_ROUTES.items()}
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         length = environ.get("CONTENT_LENGTH", "")
-        if (environ.get("PATH_INFO") != self.ROUTE or environ.get("REQUEST_METHOD") != "POST"
-                or environ.get("CONTENT_TYPE") != JSON or "HTTP_ORIGIN" in environ
+        path = environ.get("PATH_INFO", "")
+        v2_rule = self.v2.get(path)
+        if ((path != self.ROUTE and v2_rule is None) or environ.get("REQUEST_METHOD") != "POST"
+                or (v2_rule is None and environ.get("CONTENT_TYPE") != JSON)
+                or "HTTP_ORIGIN" in environ or "HTTP_INFERENCE_HEADER_CONTENT_LENGTH" in environ
                 or not length.isdigit() or int(length) > self.max_body):
             return self.app(environ, start_response)
         started = time.perf_counter()
         body = environ["wsgi.input"].read(int(length))
         try:
             payload = json.loads(body, parse_constant=_reject_constant)
-            if type(payload) is dict:
+            if v2_rule is not None:
+                asked = v2.parse_infer(payload, self.model, max_batch=self.max_batch)
+                proba = self.model.probabilities(asked.rows, self.record)
+                out = json.dumps(v2.infer_response(self.model, asked, proba)).encode()
+                rows = len(asked.rows)
+            elif type(payload) is dict:
                 out = self.model.predict_one_json(payload, self.record)
                 rows = 1
             elif type(payload) is list and 0 < len(payload) <= self.max_batch:
@@ -165,7 +181,7 @@ class FastPredict:
         start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(out))),
                                   (VERSION_HEADER, self.version)])
         self.counter.inc(rows)
-        self.metrics.observe(self.ROUTE, 200, time.perf_counter() - started)
+        self.metrics.observe(v2_rule or self.ROUTE, 200, time.perf_counter() - started)
         return [out]
 
 

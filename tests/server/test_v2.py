@@ -271,3 +271,19 @@ def test_the_open_inference_protocol_client_gets_the_same_probabilities(
                                                 data=["x"])])
     with pytest.raises(BadRequestError):
         client.model_infer("crime", request=bad)
+
+
+def test_the_fast_path_and_flask_answer_alike(model_v1: Model) -> None:
+    """A plain infer request skips Flask (as /api/predict does); a browser's (with an Origin)
+    goes through it: the same bytes either way, and the same metrics."""
+    client = create_app(Settings(), model_v1).test_client()
+    body = {"id": "x", "inputs": tensors(model_v1, ROWS)}
+    for path in ("/v2/models/crime/infer", "/v2/models/crime/versions/1.0.0/infer"):
+        fast = client.post(path, json=body)
+        flask = client.post(path, json=body, headers={"Origin": "https://app.example"})
+        assert fast.status_code == flask.status_code == 200
+        assert fast.get_data() == flask.get_data()
+        assert fast.headers["X-Model-Version"] == flask.headers["X-Model-Version"] == "1.0.0"
+    text = client.get("/metrics").get_data(as_text=True)
+    for rule in ("/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer"):
+        assert f'route="{rule}",status="200"}} 2.0' in text, text
