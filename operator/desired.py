@@ -123,18 +123,26 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
                                 "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [container],
+            # Spread a version's pods over nodes and zones where the cluster has several;
+            # never refuse to schedule for it.
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": labels.pod_selector(model.name, version.major)},
+                 "matchLabelKeys": ["pod-template-hash"]}
+                for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                         {"name": "api", "configMap": {"name": name, "optional": True}}, *volumes],
         },
     }
     template["metadata"]["annotations"][labels.TEMPLATE_HASH] = _digest(template)
     spec_extra: dict[str, Any] = {"paused": True} if paused else {}
+    if model.autoscaling is None:  # else its HorizontalPodAutoscaler owns the replicas
+        spec_extra["replicas"] = model.replicas
     return _with_hash({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(model, name, pod_labels, str(version.version)),
         "spec": {
-            "replicas": model.replicas,
             "selector": {"matchLabels": labels.pod_selector(model.name, version.major)},
             # Never below the desired ready replicas: surge one new pod at a time and
             # retire an old one only when a new one is Ready.
@@ -241,6 +249,79 @@ def stable_service(model: ModelSpec, serving: VersionSpec, serving_version: str)
                      labels.MODEL_VERSION: labels.label_value(serving_version)}
     return _service(model, model.name, stable_labels,
                     labels.pod_selector(model.name, serving.major), serving_version)
+
+
+def autoscaler(model: ModelSpec, version: VersionSpec) -> dict[str, Any] | None:
+    """``<model>-v<major>``: the HorizontalPodAutoscaler of a version's Deployment, when
+    spec.autoscaling asks for one (the Deployment then has no replicas of its own)."""
+    scaling = model.autoscaling
+    if scaling is None:
+        return None
+    name = child_name(model.name, version.major)
+    return _with_hash({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(model, name, _version_labels(model, version, "autoscaler"),
+                              str(version.version)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu}}}],
+        },
+    })
+
+
+def disruption_budget(model: ModelSpec, version: VersionSpec) -> dict[str, Any] | None:
+    """``<model>-v<major>``: at most ``max_unavailable`` of a version's pods evicted at once
+    (node drains), when it may run more than one pod."""
+    if model.max_unavailable is None or model.most_replicas < 2:
+        return None
+    name = child_name(model.name, version.major)
+    return _with_hash({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(model, name, _version_labels(model, version, "disruption-budget"),
+                              str(version.version)),
+        "spec": {"maxUnavailable": model.max_unavailable,
+                 "selector": {"matchLabels": labels.pod_selector(model.name, version.major)}},
+    })
+
+
+def network_policy(model: ModelSpec, settings: Settings) -> dict[str, Any] | None:
+    """``<model>``: only the peers spec.networkPolicy names (and the operator, which reads
+    the servers' /metrics and /api/info) may reach the model's pods, on the server port."""
+    if model.network_peers is None:
+        return None
+    peers: list[dict[str, Any]] = []
+    for peer in model.network_peers:
+        entry: dict[str, Any] = {}
+        if peer.namespace_labels is not None:
+            entry["namespaceSelector"] = {"matchLabels": dict(peer.namespace_labels)}
+        if peer.pod_labels is not None:
+            entry["podSelector"] = {"matchLabels": dict(peer.pod_labels)}
+        peers.append(entry)
+    peers.append({"namespaceSelector": {"matchLabels": {
+                      "kubernetes.io/metadata.name": settings.operator_namespace}},
+                  "podSelector": {"matchLabels": {labels.NAME: "batcomputer-operator"}}})
+    policy_labels = {**labels.common(model.name), labels.NAME: model.name,
+                     labels.INSTANCE: model.name, labels.COMPONENT: "network-policy"}
+    return _with_hash({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(model, model.name, policy_labels),
+        "spec": {"podSelector": {"matchLabels": {labels.MODEL: model.name}},
+                 "policyTypes": ["Ingress"],
+                 "ingress": [{"from": peers,
+                              "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}]},
+    })
+
+
+def _version_labels(model: ModelSpec, version: VersionSpec, component: str) -> dict[str, str]:
+    return {**labels.for_version(model.name, version.major, str(version.version)),
+            labels.COMPONENT: component}
 
 
 def versioned_children(model: ModelSpec, settings: Settings) -> list[dict[str, Any]]:

@@ -114,6 +114,10 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
                    registry=registry)
     @kopf.on.event("", "v1", "services", labels={labels.MANAGED_BY: labels.MANAGER},
                    registry=registry)
+    @kopf.on.event("policy", "v1", "poddisruptionbudgets",
+                   labels={labels.MANAGED_BY: labels.MANAGER}, registry=registry)
+    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies",
+                   labels={labels.MANAGED_BY: labels.MANAGER}, registry=registry)
     def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
         """A child changed or was deleted: repair it and refresh status. Our own writes
         arrive here too; they find nothing to do. (The initial listing is covered by

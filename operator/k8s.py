@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -57,6 +57,18 @@ class Cooldown:
         self.until[key] = time.monotonic() + self.seconds
 
 
+CHILD_KINDS: Final = ("Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
+                      "PodDisruptionBudget", "NetworkPolicy")
+"""What the operator makes for a BatModel: Deployments and Services per version, API
+records (ConfigMaps), and, as the spec asks, autoscalers, disruption budgets and a
+NetworkPolicy."""
+
+
+REPLICAS_HANDOFF: Final = "batcomputer-autoscaling-handoff"
+"""The field manager that holds a Deployment's replicas between the operator and its new
+autoscaler."""
+
+
 class Kube:
     def __init__(self, api: client.ApiClient, field_manager: str,
                  pod_address_map: tuple[tuple[str, str], ...] = ()) -> None:
@@ -72,6 +84,12 @@ class Kube:
             "Deployment": self.dynamic.resources.get(api_version="apps/v1", kind="Deployment"),
             "Service": self.dynamic.resources.get(api_version="v1", kind="Service"),
             "ConfigMap": self.dynamic.resources.get(api_version="v1", kind="ConfigMap"),
+            "HorizontalPodAutoscaler": self.dynamic.resources.get(
+                api_version="autoscaling/v2", kind="HorizontalPodAutoscaler"),
+            "PodDisruptionBudget": self.dynamic.resources.get(api_version="policy/v1",
+                                                              kind="PodDisruptionBudget"),
+            "NetworkPolicy": self.dynamic.resources.get(api_version="networking.k8s.io/v1",
+                                                        kind="NetworkPolicy"),
             "ValidatingWebhookConfiguration": self.dynamic.resources.get(
                 api_version="admissionregistration.k8s.io/v1", kind="ValidatingWebhookConfiguration"),
             "Pod": self.dynamic.resources.get(api_version="v1", kind="Pod"),
@@ -91,6 +109,18 @@ class Kube:
             raise
         applied: Obj = result.to_dict()
         return applied
+
+    def hand_over_replicas(self, deployment: Obj) -> None:
+        """Apply the Deployment's current replicas under another field manager, so that the
+        operator's next apply (without replicas: an autoscaler owns them now) does not remove
+        them. The autoscaler's own updates then take them over."""
+        meta = deployment["metadata"]
+        body = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": (deployment.get("spec") or {}).get("replicas", 1)}}
+        self.dynamic.server_side_apply(self.resources["Deployment"], body=body,
+                                       namespace=meta["namespace"],
+                                       field_manager=REPLICAS_HANDOFF, force_conflicts=True)
 
     def register_webhook(self, configuration: Obj) -> bool:
         """Point the installed ValidatingWebhookConfiguration at this operator, if it points
@@ -122,11 +152,11 @@ class Kube:
         return items
 
     def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]:
-        """Deployments, Services and API records (ConfigMaps) of a BatModel, keyed by
-        (kind, name); only those this BatModel (by uid) controls."""
+        """The children of a BatModel (CHILD_KINDS), keyed by (kind, name); only those this
+        BatModel (by uid) controls."""
         selector = labels.selector(model)
         found: dict[tuple[str, str], Obj] = {}
-        for kind in ("Deployment", "Service", "ConfigMap"):
+        for kind in CHILD_KINDS:
             for item in self.list_objects(kind, namespace, selector):
                 owners = item["metadata"].get("ownerReferences") or []
                 if any(o.get("uid") == owner_uid and o.get("controller") for o in owners):

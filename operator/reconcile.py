@@ -38,6 +38,7 @@ class Api(Protocol):
     def pod_metrics(self, pod: Obj) -> str | None: ...
     def pod_info(self, pod: Obj) -> Obj | None: ...
     def may_ask(self, key: str) -> bool: ...
+    def hand_over_replicas(self, deployment: Obj) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,13 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     try:
         for obj in _children(model, settings, plans, records):
             key = (obj["kind"], obj["metadata"]["name"])
-            applied[key] = _apply(api, obj, existing.get(key), events)
+            live = existing.get(key)
+            if (live is not None and key[0] == "Deployment" and "replicas" not in obj["spec"]
+                    and owns_replicas(live, settings.field_manager)):
+                # Autoscaled from now on: keep today's replicas for the autoscaler to take
+                # over, rather than dropping them (and the pods) to the default of 1.
+                api.hand_over_replicas(live)
+            applied[key] = _apply(api, obj, live, events)
     except Rejected as exc:
         # Keep everything else as it is (no pruning on a half-applied spec).
         outcome = Outcome(status.invalid_status(model.generation, [str(exc)], previous, now(),
@@ -244,6 +251,11 @@ def _children(model: spec.ModelSpec, settings: Settings, plans: dict[int, canary
         out.append(desired.version_service(model, version))
         if plan is not None and plan.canary_replicas is not None:
             out.append(desired.canary_deployment(model, version, settings, plan.canary_replicas))
+        out += [obj for obj in (desired.autoscaler(model, version),
+                                desired.disruption_budget(model, version)) if obj is not None]
+    policy = desired.network_policy(model, settings)
+    if policy is not None:
+        out.append(policy)
     return out
 
 
@@ -275,6 +287,13 @@ def _apply(api: Api, obj: Obj, live: Obj | None, events: list[Event], announce: 
         fields = ", ".join(edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
         events.append(Event("Warning", "Repaired", f"Restored {kind} {name}: {fields} changed by hand"))
     return result
+
+
+def owns_replicas(deployment: Obj, manager: str) -> bool:
+    """Whether ``manager``'s server-side applies own the Deployment's spec.replicas."""
+    return any(entry.get("manager") == manager and entry.get("operation") == "Apply"
+               and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+               for entry in deployment["metadata"].get("managedFields") or [])
 
 
 def _rolled_out(deployment: Obj) -> bool:

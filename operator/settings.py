@@ -71,6 +71,10 @@ class Settings:
     operator, as SOURCE=TARGET networks (the local cluster: 10.0.0.0/8=127.0.0.0/8).
     Empty (the default): pods are reached at their own IPs, as in any real cluster."""
 
+    operator_namespace: str = "batcomputer-system"
+    """Where the operator runs: a model's NetworkPolicy lets its pods in (they read the
+    servers' /metrics and /api/info)."""
+
     webhook_host: str = ""
     """The admission webhook's address as the API server calls it (an IP or DNS name of this
     operator; in a pod, its own IP): https://<host>:<port>/. Empty, and no webhook_service:

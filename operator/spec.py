@@ -126,6 +126,26 @@ def _rollout(raw: Any, problems: list[str]) -> Rollout:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """A HorizontalPodAutoscaler per version Deployment, which then owns its replicas."""
+
+    min_replicas: int
+    max_replicas: int
+    target_cpu: int = 80
+    """Average CPU utilisation of the pods' requests, in percent."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who may call the model's Services (a NetworkPolicy peer: label selectors)."""
+
+    namespace_labels: Mapping[str, str] | None = None
+    """Namespaces with these labels ({} = every namespace; None = the model's own)."""
+    pod_labels: Mapping[str, str] | None = None
+    """Pods with these labels (None = every pod of those namespaces)."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     namespace: str
@@ -138,6 +158,16 @@ class ModelSpec:
     resources: dict[str, Any] | None = None
     rollout: Rollout = Rollout()
     annotations: Mapping[str, str] | None = None
+    autoscaling: Autoscaling | None = None
+    max_unavailable: int | str | None = 1
+    """The PodDisruptionBudget of each version (None: none)."""
+    network_peers: tuple[Peer, ...] | None = None
+    """Who may call the model (None: no NetworkPolicy, everyone)."""
+
+    @property
+    def most_replicas(self) -> int:
+        """The most pods a version may run (outside a canary)."""
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas
 
     def by_major(self, major: int) -> VersionSpec | None:
         return next((v for v in self.versions if v.major == major), None)
@@ -218,6 +248,11 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         resources = None
 
     rollout = _rollout(spec.get("rollout"), problems)
+    autoscaling = _autoscaling(spec.get("autoscaling"), problems)
+    if autoscaling is not None:
+        replicas = autoscaling.min_replicas  # what a canary's steps are counted against
+    max_unavailable = _disruption_budget(spec.get("disruptionBudget"), problems)
+    peers = _network_policy(spec.get("networkPolicy"), problems)
 
     if problems or promoted is None:
         raise SpecError(problems or ["spec.versions must list at least one version"])
@@ -225,7 +260,83 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
                      uid=str(meta.get("uid", "")), generation=int(meta.get("generation", 0)),
                      versions=tuple(versions), promoted=promoted, replicas=int(replicas),
                      resources=dict(resources) if resources else None, rollout=rollout,
-                     annotations=dict(meta.get("annotations") or {}))
+                     annotations=dict(meta.get("annotations") or {}), autoscaling=autoscaling,
+                     max_unavailable=max_unavailable, network_peers=peers)
+
+
+def _autoscaling(raw: Any, problems: list[str]) -> Autoscaling | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.append("spec.autoscaling must be an object with minReplicas, maxReplicas and "
+                        "targetCPUUtilization")
+        return None
+
+    def integer(key: str, default: int | None, low: int, high: int) -> int | None:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"spec.autoscaling.{key} must be an integer from {low} to {high}")
+            return None
+        return value
+
+    low = integer("minReplicas", 1, 1, MAX_REPLICAS)
+    high = integer("maxReplicas", None, 1, MAX_REPLICAS)
+    target = integer("targetCPUUtilization", 80, 1, 100)
+    if low is None or high is None or target is None:
+        return None
+    if low > high:
+        problems.append(f"spec.autoscaling.minReplicas ({low}) is above maxReplicas ({high})")
+        return None
+    return Autoscaling(min_replicas=low, max_replicas=high, target_cpu=target)
+
+
+PERCENT_RE: Final = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+def _disruption_budget(raw: Any, problems: list[str]) -> int | str | None:
+    if raw is None:
+        return 1
+    if not isinstance(raw, Mapping):
+        problems.append("spec.disruptionBudget must be an object (maxUnavailable, enabled)")
+        return 1
+    if raw.get("enabled", True) is False:
+        return None
+    value = raw.get("maxUnavailable", 1)
+    if isinstance(value, bool) or not ((isinstance(value, int) and value >= 1)
+                                       or (isinstance(value, str) and PERCENT_RE.match(value)
+                                           and value != "0%")):
+        problems.append("spec.disruptionBudget.maxUnavailable must be an integer of at least 1 "
+                        "or a percentage like 25% (use enabled: false for no budget)")
+        return 1
+    return value
+
+
+def _network_policy(raw: Any, problems: list[str]) -> tuple[Peer, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("from", []), list):
+        problems.append("spec.networkPolicy must be an object with a list 'from'")
+        return None
+    peers = []
+    for i, entry in enumerate(raw.get("from", [])):
+        where = f"spec.networkPolicy.from[{i}]"
+        if not isinstance(entry, Mapping) or not ({"namespaceSelector", "podSelector"} & set(entry)):
+            problems.append(f"{where} must have a namespaceSelector, a podSelector or both")
+            continue
+        selectors = {}
+        for key in ("namespaceSelector", "podSelector"):
+            if key not in entry:
+                continue
+            chosen = entry[key]
+            match = chosen.get("matchLabels", {}) if isinstance(chosen, Mapping) else None
+            if (not isinstance(match, Mapping) or set(chosen) - {"matchLabels"}
+                    or not all(isinstance(k, str) and isinstance(v, str) for k, v in match.items())):
+                problems.append(f"{where}.{key} must be {{matchLabels: {{label: value}}}}")
+                continue
+            selectors[key] = dict(match)
+        peers.append(Peer(namespace_labels=selectors.get("namespaceSelector"),
+                          pod_labels=selectors.get("podSelector")))
+    return tuple(peers)
 
 
 def _check_artifact(where: str, artifact: str) -> list[str]:

@@ -164,3 +164,62 @@ def test_build_metadata_is_in_annotations_and_label_safe_in_labels() -> None:
     assert pod["metadata"]["labels"][labels.MODEL_VERSION] == "2.1.3_build.5"
     selector = desired.canary_deployment(model, version, settings, 1)["spec"]["selector"]
     assert selector["matchLabels"][labels.MODEL_VERSION] == "2.1.3_build.5"
+
+
+def test_autoscaled_versions_get_an_autoscaler_and_no_replicas_of_their_own() -> None:
+    scaled = dataclasses.replace(MODEL, autoscaling=spec.Autoscaling(2, 8, 70), replicas=2)
+    dep = desired.deployment(scaled, V1, SETTINGS)
+    assert "replicas" not in dep["spec"]
+    assert desired.deployment(MODEL, V1, SETTINGS)["spec"]["replicas"] == 3
+    hpa = desired.autoscaler(scaled, V1)
+    assert hpa is not None and hpa["metadata"]["name"] == "crime-v1"
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "crime-v1"},
+        "minReplicas": 2, "maxReplicas": 8,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert desired.autoscaler(MODEL, V1) is None
+
+
+def test_a_disruption_budget_protects_each_version_that_may_run_several_pods() -> None:
+    pdb = desired.disruption_budget(MODEL, V2)
+    assert pdb is not None and pdb["metadata"]["name"] == "crime-v2"
+    assert pdb["spec"] == {"maxUnavailable": 1,
+                           "selector": {"matchLabels": {"batcomputer.io/model": "crime",
+                                                        "batcomputer.io/major": "2"}}}
+    single = dataclasses.replace(MODEL, replicas=1)
+    assert desired.disruption_budget(single, V1) is None  # it would block every drain
+    scaled = dataclasses.replace(single, autoscaling=spec.Autoscaling(1, 4))
+    assert desired.disruption_budget(scaled, V1) is not None
+    assert desired.disruption_budget(dataclasses.replace(MODEL, max_unavailable=None), V1) is None
+    assert desired.disruption_budget(dataclasses.replace(MODEL, max_unavailable="50%"),
+                                     V1)["spec"]["maxUnavailable"] == "50%"  # type: ignore[index]
+
+
+def test_pods_spread_over_nodes_and_zones_without_refusing_to_schedule() -> None:
+    template = desired.deployment(MODEL, V1, SETTINGS)["spec"]["template"]["spec"]
+    spread = template["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["kubernetes.io/hostname",
+                                                  "topology.kubernetes.io/zone"]
+    assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" and c["maxSkew"] == 1 for c in spread)
+    assert spread[0]["labelSelector"] == {"matchLabels": labels.pod_selector("crime", 1)}
+
+
+def test_a_network_policy_lets_in_only_the_named_peers_and_the_operator() -> None:
+    assert desired.network_policy(MODEL, SETTINGS) is None
+    guarded = dataclasses.replace(MODEL, network_peers=(
+        spec.Peer(namespace_labels={"team": "apps"}, pod_labels={"role": "web"}),
+        spec.Peer(pod_labels={"role": "batch"})))
+    policy = desired.network_policy(guarded, Settings(operator_namespace="ops"))
+    assert policy is not None and policy["metadata"]["name"] == "crime"
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"batcomputer.io/model": "crime"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [
+            {"namespaceSelector": {"matchLabels": {"team": "apps"}},
+             "podSelector": {"matchLabels": {"role": "web"}}},
+            {"podSelector": {"matchLabels": {"role": "batch"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "batcomputer-operator"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]}]}

@@ -23,6 +23,7 @@ class FakeApi:
         self.pod_list: list[dict[str, Any]] = []
         self.infos: dict[str, dict[str, Any]] = {}
         self.info_calls = 0
+        self.handed_over: list[str] = []
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.applies += 1
@@ -43,6 +44,9 @@ class FakeApi:
 
     def may_ask(self, key: str) -> bool:
         return True
+
+    def hand_over_replicas(self, deployment: dict[str, Any]) -> None:
+        self.handed_over.append(deployment["metadata"]["name"])
 
     def pod_info(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         self.info_calls += 1
@@ -249,3 +253,28 @@ def test_no_api_is_learned_from_a_pod_that_says_something_else() -> None:
     api.infos["p1"] = {"version": "1.0.0", "api": API, "api_fingerprint": "sha256:0"}
     reconcile(served, api, S)
     assert ("ConfigMap", "crime-v1") not in api.objects
+
+
+def test_autoscaling_budgets_and_policies_come_and_go_with_the_spec() -> None:
+    api = FakeApi()
+    plain = body("1.0.0")
+    plain["spec"]["replicas"] = 3
+    reconcile(plain, api, S)
+    assert ("PodDisruptionBudget", "crime-v1") in api.objects
+    # The operator owned the replicas: they are handed to the autoscaler, not dropped.
+    api.objects[("Deployment", "crime-v1")]["metadata"]["managedFields"] = [
+        {"manager": S.field_manager, "operation": "Apply",
+         "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    scaled = body("1.0.0")
+    scaled["spec"].update(autoscaling={"minReplicas": 2, "maxReplicas": 5},
+                          networkPolicy={"from": [{"podSelector": {"matchLabels": {"a": "b"}}}]})
+    reconcile(scaled, api, S)
+    assert api.handed_over == ["crime-v1"]
+    assert "replicas" not in api.objects[("Deployment", "crime-v1")]["spec"]
+    assert {("HorizontalPodAutoscaler", "crime-v1"), ("PodDisruptionBudget", "crime-v1"),
+            ("NetworkPolicy", "crime")} <= set(api.objects)
+    # Dropped from the spec: deleted.
+    reconcile(plain, api, S)
+    assert sorted(api.deleted) == ["crime", "crime-v1"]
+    assert api.objects[("Deployment", "crime-v1")]["spec"]["replicas"] == 3
+    assert api.handed_over == ["crime-v1"]

@@ -116,3 +116,36 @@ def test_canary_names_must_fit_too() -> None:
         spec.parse({**body, "spec": {**body["spec"], "rollout": {"strategy": "Canary"}}})
     spec.parse({"metadata": {"name": "a" * 53},
                 "spec": {**body["spec"], "rollout": {"strategy": "Canary"}}})
+
+
+def test_autoscaling_disruption_budget_and_network_policy() -> None:
+    model = spec.parse(body(autoscaling={"minReplicas": 2, "maxReplicas": 6},
+                            disruptionBudget={"maxUnavailable": "25%"},
+                            networkPolicy={"from": [
+                                {"namespaceSelector": {"matchLabels": {"team": "apps"}}},
+                                {"podSelector": {"matchLabels": {"role": "web"}}}]}))
+    assert model.autoscaling == spec.Autoscaling(min_replicas=2, max_replicas=6, target_cpu=80)
+    assert model.replicas == 2 and model.most_replicas == 6  # canary steps count from min
+    assert model.max_unavailable == "25%"
+    assert model.network_peers == (spec.Peer(namespace_labels={"team": "apps"}),
+                                   spec.Peer(pod_labels={"role": "web"}))
+    plain = spec.parse(body(replicas=3))
+    assert (plain.autoscaling, plain.max_unavailable, plain.network_peers) == (None, 1, None)
+    assert spec.parse(body(disruptionBudget={"enabled": False})).max_unavailable is None
+    assert spec.parse(body(networkPolicy={"from": []})).network_peers == ()  # nobody but the operator
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas must be an integer"),
+    ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas (5) is above maxReplicas (2)"),
+    ({"autoscaling": {"maxReplicas": 2, "targetCPUUtilization": 0}}, "targetCPUUtilization must be"),
+    ({"disruptionBudget": {"maxUnavailable": 0}}, "maxUnavailable must be an integer of at least 1"),
+    ({"disruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable must be"),
+    ({"networkPolicy": {"from": [{}]}}, "from[0] must have a namespaceSelector, a podSelector or both"),
+    ({"networkPolicy": {"from": [{"podSelector": {"matchExpressions": []}}]}},
+     "from[0].podSelector must be {matchLabels: {label: value}}"),
+])
+def test_invalid_scaling_budgets_and_policies_are_refused(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse(body(**change))
+    assert problem in str(info.value)
