@@ -136,13 +136,28 @@ def all_rows(artifact: Path, seed: int) -> list[dict[str, Any]]:
     return [{i["name"]: value(i) for i in inputs} for _ in range(SAMPLED_ROWS)]
 
 
-def write_bodies(artifact: Path, work: Path, seed: int) -> tuple[Path, Path, int]:
+def write_bodies(artifact: Path, work: Path, seed: int) -> tuple[dict[str, Path], int]:
+    """Request bodies, one per line: /api/predict's (singles, batches) and the same rows as
+    Open Inference Protocol requests (v2_singles, v2_batches)."""
     rows = all_rows(artifact, seed)
-    singles, batches = work / "singles.jsonl", work / "batches.jsonl"
-    singles.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    batches.write_text("".join(json.dumps(rows[i:i + BATCH]) + "\n"
-                               for i in range(0, len(rows) - BATCH + 1, BATCH)))
-    return singles, batches, len(rows)
+    inputs = json.loads((artifact / "metadata.json").read_text())["schema"]["inputs"]
+    datatype = {"categorical": "BYTES", "integer": "INT64", "number": "FP64"}
+
+    def infer(chunk: list[dict[str, Any]]) -> str:
+        return json.dumps({"inputs": [{"name": i["name"], "shape": [len(chunk)],
+                                       "datatype": datatype[i["type"]],
+                                       "data": [r[i["name"]] for r in chunk]} for i in inputs]})
+
+    chunks = [rows[i:i + BATCH] for i in range(0, len(rows) - BATCH + 1, BATCH)]
+    bodies = {"singles": [json.dumps(r) for r in rows],
+              "batches": [json.dumps(c) for c in chunks],
+              "v2_singles": [infer([r]) for r in rows],
+              "v2_batches": [infer(c) for c in chunks]}
+    paths = {}
+    for name, lines in bodies.items():
+        paths[name] = work / f"{name}.jsonl"
+        paths[name].write_text("".join(line + "\n" for line in lines))
+    return paths, len(rows)
 
 
 # -- servers -----------------------------------------------------------------------------------
@@ -306,6 +321,13 @@ SCENARIOS: tuple[tuple[str, str, int], ...] = (
     ("batch_c8", "batches", 8),
 )
 KINDS = ("naive", "batcomputer")
+V2_SCENARIOS: tuple[tuple[str, str, int], ...] = (
+    ("v2_single_c8", "v2_singles", 8), ("v2_batch_c8", "v2_batches", 8),
+)
+
+
+def name_of(artifact: Path) -> str:
+    return str(json.loads((artifact / "metadata.json").read_text())["name"])
 
 
 def bench(args: argparse.Namespace, artifact: Path, bodies: dict[str, Path],
@@ -339,6 +361,14 @@ def bench(args: argparse.Namespace, artifact: Path, bodies: dict[str, Path],
                           flush=True)
             for kind in KINDS:  # the median run by throughput
                 results[kind][name] = sorted(runs[kind], key=lambda r: r.rps)[len(runs[kind]) // 2]
+        # The Open Inference Protocol route of ours, right after, on the same rows.
+        v2_url = urls["batcomputer"].replace("/api/predict", f"/v2/models/{name_of(artifact)}/infer")
+        for name, which, clients in V2_SCENARIOS:
+            run = load(v2_url, bodies[which], clients, args.duration, work)
+            results["batcomputer"][name] = run
+            print(f"  {name:10} {'batcomputer':11} {run.rps:9,.0f} req/s  p50 {run.p50_ms:7.2f} ms"
+                  f"  p99 {run.p99_ms:7.2f} ms  (load average {os.getloadavg()[0]:.2f})",
+                  flush=True)
         for kind in KINDS:
             results[kind]["memory"] = memory_mib(procs[kind].pid)
             results[kind]["sample"] = post(urls[kind], first_body)
@@ -374,8 +404,7 @@ def main() -> int:
         work = Path(tmp)
         for model in ([None] if args.artifact else models):
             artifact = args.artifact or build_artifact(work, str(model))
-            singles, batches, combos = write_bodies(artifact, work, args.seed)
-            bodies = {"singles": singles, "batches": batches}
+            bodies, combos = write_bodies(artifact, work, args.seed)
             meta = json.loads((artifact / "metadata.json").read_text())
             generator = "wrk" if shutil.which("wrk") and not args.python_load else "python"
             fast = meta.get("fast_form", {})
@@ -415,6 +444,13 @@ def report(results: dict[str, dict[str, Any]]) -> None:
                      + (" (target < 5 ms)" if clients == 8 else "")))
     ratio_row("100-row batches, 8 clients: rows/s", naive["batch_c8"].rps * BATCH,
               ours["batch_c8"].rps * BATCH, ">= 10x")
+    for label, key, per in (("V2 infer, single row, 8 clients: req/s", "single_c8", 1),
+                            ("V2 infer, 100-row batches, 8 clients: rows/s", "batch_c8", BATCH)):
+        v2 = ours.get(f"v2_{key}")
+        if v2 is not None:  # the naive wrapper has no V2: its /api/predict is the baseline
+            rows.append((label, naive[key].rps * per, v2.rps * per,
+                         f"{v2.rps / naive[key].rps:.1f}x",
+                         f"/api/predict {ours[key].rps * per:,.0f}; p99 {v2.p99_ms:.2f} ms"))
     ratio_row("cold start to first prediction: s", naive["cold_s"], ours["cold_s"], "",
               higher=False)
     ratio_row("memory, RSS summed over processes: MiB", naive["memory"][0], ours["memory"][0],

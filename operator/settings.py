@@ -72,8 +72,8 @@ class Settings:
     Empty (the default): pods are reached at their own IPs, as in any real cluster."""
 
     operator_namespace: str = "batcomputer-system"
-    """Where the operator runs: a model's NetworkPolicy lets its pods in (they read the
-    servers' /metrics and /api/info)."""
+    """Where the operator runs (POD_NAMESPACE, from the downward API): a model's
+    NetworkPolicy lets its pods in (they read the servers' /metrics and /api/info)."""
 
     webhook_host: str = ""
     """The admission webhook's address as the API server calls it (an IP or DNS name of this
@@ -130,6 +130,8 @@ class Settings:
             values["liveness_endpoint"] = v
         if (v := get("CLUSTER_DOMAIN")) is not None:
             values["cluster_domain"] = v
+        if (v := get("POD_NAMESPACE")) is not None:
+            values["operator_namespace"] = v
         for name in ("WEBHOOK_HOST", "WEBHOOK_SERVICE", "WEBHOOK_ADDR", "WEBHOOK_NAME",
                      "WEBHOOK_CERT_DIR"):
             if (v := get(name)) is not None:

@@ -19,8 +19,11 @@ def test_reads_prefixed_environment() -> None:
         "BATCOMPUTER_OPERATOR_SERVER_WORKERS": "4",
         "BATCOMPUTER_OPERATOR_MEMORY_LIMIT": "1Gi",
         "BATCOMPUTER_OPERATOR_IMAGE_PULL_POLICY": "Always",
+        "BATCOMPUTER_OPERATOR_POD_NAMESPACE": "ops",
         "UNRELATED": "x",
     })
+    assert settings.operator_namespace == "ops"
+    assert Settings().operator_namespace == "batcomputer-system"
     assert settings.server_image == "reg/server:9"
     assert settings.namespaces == ("a", "b")
     assert settings.resync_seconds == 2.5 and settings.server_workers == 4
