@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any
 
 from batcomputer.operator.settings import PREFIX, Settings
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.namespace:
         settings = dataclasses.replace(settings, namespaces=tuple(args.namespace))
+    if not getattr(args, "quiet", False):
+        logging.getLogger().setLevel(settings.log_level.upper())
     run_operator(settings)
     return 0
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 from typing import Any
 
 import kopf
 
-from batcomputer.operator import admission, k8s, labels, status, webhook
+from batcomputer.operator import admission, k8s, labels, leader, status, webhook
 from batcomputer.operator.controller import Controller
 from batcomputer.operator.settings import Settings
 
@@ -139,7 +140,21 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
 
 
 def run_operator(settings: Settings) -> None:
-    kube = k8s.Kube(k8s.api_client(), settings.field_manager, settings.pod_address_map)
+    api = k8s.api_client()
+    kube = k8s.Kube(api, settings.field_manager, settings.pod_address_map)
     registry, _ = build_registry(settings, kube)
-    kopf.run(registry=registry, standalone=True, clusterwide=not settings.namespaces,
-             namespaces=settings.namespaces, liveness_endpoint=settings.liveness_endpoint)
+    lead: k8s.Leadership | None = None
+    if settings.leader_election:
+        # Several replicas, one active: wait for the Lease (answering health probes), then
+        # keep it; losing it ends the process, whose container restarts as a standby.
+        lead = k8s.Leadership(api, settings.operator_namespace, settings.lease_name,
+                                 leader.identity(), settings.lease_seconds)
+        with leader.StandbyHealth(settings.liveness_endpoint):
+            lead.acquire()
+        lead.keep(lambda: os._exit(3))
+    try:
+        kopf.run(registry=registry, standalone=True, clusterwide=not settings.namespaces,
+                 namespaces=settings.namespaces, liveness_endpoint=settings.liveness_endpoint)
+    finally:
+        if lead is not None:
+            lead.release()

@@ -22,6 +22,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from batcomputer.operator import labels
 from batcomputer.operator.desired import SERVER_PORT
@@ -337,3 +339,49 @@ def _message(exc: DynamicApiError) -> str:
 
 
 __all__ = ["Kube", "Rejected", "api_client", "default_namespace"]
+
+
+class Leadership:
+    """One active operator among several replicas: a Lease, held by the one that reconciles
+    and serves the webhook. The election is the official client's (a LeaseLock): a standby
+    takes the Lease once the holder has not renewed it for ``lease_seconds``, or at once
+    when the holder let it go on a clean shutdown. A holder that cannot renew in time stops
+    (``keep``'s ``lost``) rather than risk two operators writing at once."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, name: str, me: str,
+                 lease_seconds: int) -> None:
+        self.namespace, self.name, self.me = namespace, name, me
+        lock = LeaseLock(name, namespace, me)
+        lock.api_instance = client.CoordinationV1Api(api)
+        self.leases = lock.api_instance
+        renew = lease_seconds * 2 / 3
+        retry = max(1.0, lease_seconds / 6)
+        self.election = leaderelection.LeaderElection(electionconfig.Config(
+            lock, lease_duration=lease_seconds, renew_deadline=renew, retry_period=retry,
+            onstarted_leading=lambda: None, onstopped_leading=lambda: None))
+
+    def acquire(self) -> None:
+        """Block until this replica holds the Lease."""
+        log.info("Waiting to lead: Lease %s/%s, as %s", self.namespace, self.name, self.me)
+        self.election.acquire()
+        log.info("Leading: Lease %s/%s held by %s", self.namespace, self.name, self.me)
+
+    def keep(self, lost: Callable[[], None]) -> threading.Thread:
+        """Renew the Lease in a daemon thread; ``lost`` runs if a renewal fails."""
+        def renew() -> None:
+            self.election.renew_loop()
+            log.error("Lost the Lease %s/%s: stopping", self.namespace, self.name)
+            lost()
+
+        thread = threading.Thread(target=renew, name="lease", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        """Let the Lease go (a standby takes it at its next try), if this replica holds it."""
+        with contextlib.suppress(ApiException, ValueError):
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec is not None and lease.spec.holder_identity == self.me:
+                lease.spec.holder_identity = None
+                self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
+                log.info("Released the Lease %s/%s", self.namespace, self.name)

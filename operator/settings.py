@@ -75,6 +75,16 @@ class Settings:
     """Where the operator runs (POD_NAMESPACE, from the downward API): a model's
     NetworkPolicy lets its pods in (they read the servers' /metrics and /api/info)."""
 
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    leader_election: bool = False
+    """Run as one of several replicas, one active at a time (a Lease in operator_namespace).
+    Off: one replica, standalone."""
+    lease_name: str = "batcomputer-operator"
+    lease_seconds: int = 8
+    """A standby takes over once the active replica has not renewed the Lease for this
+    long (at once when it let it go on a clean shutdown)."""
+
     webhook_host: str = ""
     """The admission webhook's address as the API server calls it (an IP or DNS name of this
     operator; in a pod, its own IP): https://<host>:<port>/. Empty, and no webhook_service:
@@ -132,6 +142,23 @@ class Settings:
             values["cluster_domain"] = v
         if (v := get("POD_NAMESPACE")) is not None:
             values["operator_namespace"] = v
+        if (v := get("LOG_LEVEL")) is not None:
+            if v.lower() not in ("debug", "info", "warning", "error"):
+                raise ValueError(f"{PREFIX}LOG_LEVEL must be debug, info, warning or error")
+            values["log_level"] = v.lower()
+        if (v := get("LEADER_ELECTION")) is not None:
+            if v.lower() not in ("true", "false"):
+                raise ValueError(f"{PREFIX}LEADER_ELECTION must be true or false")
+            values["leader_election"] = v.lower() == "true"
+        if (v := get("LEASE_NAME")) is not None:
+            values["lease_name"] = v
+        if (v := get("LEASE_SECONDS")) is not None:
+            try:
+                values["lease_seconds"] = int(v)
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}LEASE_SECONDS={v!r} is not a whole number") from exc
+            if values["lease_seconds"] < 3:
+                raise ValueError(f"{PREFIX}LEASE_SECONDS must be at least 3")
         for name in ("WEBHOOK_HOST", "WEBHOOK_SERVICE", "WEBHOOK_ADDR", "WEBHOOK_NAME",
                      "WEBHOOK_CERT_DIR"):
             if (v := get(name)) is not None:

@@ -56,7 +56,8 @@ class OperatorProcess:
     batcomputer-operator ServiceAccount, so the RBAC in manifests/ is all it has."""
 
     def __init__(self, plane: ControlPlane, kubectl: Kubectl, folder: Path,
-                 namespaces: str = "", resync_seconds: float = 2) -> None:
+                 namespaces: str = "", resync_seconds: float = 2, name: str = "operator",
+                 env: dict[str, str] | None = None) -> None:
         token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE,
                         "--duration=24h").stdout.strip()
         self.plane = plane
@@ -77,12 +78,14 @@ class OperatorProcess:
                     # The admission webhook on loopback, where the API server calls it.
                     "BATCOMPUTER_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
                     "BATCOMPUTER_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
-                    "BATCOMPUTER_OPERATOR_WEBHOOK_PORT": str(free_port())}
+                    "BATCOMPUTER_OPERATOR_WEBHOOK_PORT": str(free_port()),
+                    **(env or {})}
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = self.plane.spawn("operator", [sys.executable, "-m", "batcomputer.cli", "operator"],
-                                     env=self.env, log=self.log)
+        self.proc = self.plane.spawn(self.name, [sys.executable, "-m", "batcomputer.cli",
+                                                 "operator"], env=self.env, log=self.log)
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""

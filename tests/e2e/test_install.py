@@ -56,7 +56,8 @@ def kube(cluster: ControlPlane) -> Kubectl:
 
 def operator_log(cluster: ControlPlane) -> str:
     logs = sorted((cluster.dir / "pods").glob(f"{SYSTEM}_batcomputer-operator-*/container.log"))
-    return logs[-1].read_text(errors="replace")[-6000:] if logs else "(no operator log)"
+    return "\n".join(f"== {log.parent.name}\n" + log.read_text(errors="replace")[-4000:]
+                     for log in logs) or "(no operator log)"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,15 @@ def installed(cluster: ControlPlane, kube: Kubectl) -> dict[str, Any]:
     if done.returncode != 0:
         print(operator_log(cluster))
         pytest.fail(f"the operator Deployment did not become Ready: {done.stderr}")
-    [pod] = get(kube, SYSTEM, "pods", "-l", "app.kubernetes.io/name=batcomputer-operator")["items"]
+    pods = get(kube, SYSTEM, "pods", "-l", "app.kubernetes.io/name=batcomputer-operator")["items"]
+    assert len(pods) == 2  # one active, one standby
+
+    def leader() -> str | None:
+        found = kube("get", "lease", "batcomputer-operator", "-o", "jsonpath={.spec.holderIdentity}",
+                     namespace=SYSTEM, check=False)
+        return found.stdout.strip() or None if found.returncode == 0 else None
+    active = wait_for(leader, timeout=60, what="an operator replica to take the Lease")
+    [pod] = [p for p in pods if p["metadata"]["name"] == active]
     return pod
 
 

@@ -51,3 +51,18 @@ def test_the_webhook_is_on_when_the_api_server_can_be_told_where_it_is() -> None
         Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_SERVICE": "hook"})
     with pytest.raises(ValueError, match="port number"):
         Settings.from_env({"BATCOMPUTER_OPERATOR_WEBHOOK_PORT": "99999"})
+
+
+def test_leader_election_settings() -> None:
+    assert not Settings().leader_election and Settings().lease_seconds == 8
+    settings = Settings.from_env({"BATCOMPUTER_OPERATOR_LEADER_ELECTION": "true",
+                                  "BATCOMPUTER_OPERATOR_LEASE_NAME": "ops",
+                                  "BATCOMPUTER_OPERATOR_LEASE_SECONDS": "12"})
+    assert (settings.leader_election, settings.lease_name, settings.lease_seconds) == (True, "ops", 12)
+    with pytest.raises(ValueError, match="must be true or false"):
+        Settings.from_env({"BATCOMPUTER_OPERATOR_LEADER_ELECTION": "yes"})
+    assert Settings.from_env({"BATCOMPUTER_OPERATOR_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ValueError, match="debug, info, warning or error"):
+        Settings.from_env({"BATCOMPUTER_OPERATOR_LOG_LEVEL": "loud"})
+    with pytest.raises(ValueError, match="at least 3"):
+        Settings.from_env({"BATCOMPUTER_OPERATOR_LEASE_SECONDS": "1"})
