@@ -115,7 +115,8 @@ def test_v1_creates_children_becomes_ready_and_predicts(
     st = bm["status"]
     assert st["versions"][0] | {"message": ""} == {
         "version": "1.0.0", "major": 1, "deployment": "crime-v1", "service": "crime-v1",
-        "endpoint": f"http://crime-v1.{namespace}.svc/api/predict", "replicas": 2,
+        "endpoint": f"http://crime-v1.{namespace}.svc/api/predict",
+        "v2Endpoint": f"http://crime-v1.{namespace}.svc/v2/models/crime/infer", "replicas": 2,
         "readyReplicas": 2, "updatedReplicas": 2, "serving": "1.0.0", "rolledOut": True,
         "phase": "Ready", "reason": "Available", "message": ""}
     assert st["serving"] == st["promoted"] == "1.0.0"
