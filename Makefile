@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup controlplane images lint test test-fast demo demo-down clean
+.PHONY: setup controlplane helm images lint test test-fast demo demo-down clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml VERSION
 controlplane:
 	hack/build-controlplane.sh >/dev/null
 
+# The helm binary the chart is tested with (built from the Go module proxy, cached).
+helm:
+	hack/build-helm.sh >/dev/null
+
 # batcomputer-server and batcomputer-operator images from the Dockerfiles (Docker, or
 # buildah/podman on a Debian-built base where no registry is reachable); cached.
 images:
@@ -31,7 +35,7 @@ lint: setup
 
 # The test command: unit, server, training, control-plane and end-to-end tests, with the
 # local cluster's pods running as containers from the images.
-test: setup controlplane images lint
+test: setup controlplane helm images lint
 	$(BIN)/pytest
 
 # Quick local loop without the control plane.
