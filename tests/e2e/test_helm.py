@@ -80,6 +80,12 @@ def test_lint_and_the_defaults_render_what_kustomize_installs(helm: Helm, kube: 
     assert sorted(from_chart) == sorted(from_kustomize)
     for key, obj in from_kustomize.items():
         assert from_chart[key] == obj, key
+    # The optional operator NetworkPolicy, both ways.
+    with_policy = helm(None, "template", "batcomputer", str(CHART), "--namespace", SYSTEM,
+                       "--set", "operatorNetworkPolicy.enabled=true")
+    optional = objects((REPO / "manifests" / "optional" / "operator-networkpolicy.yaml").read_text())
+    key = ("NetworkPolicy", "batcomputer-operator")
+    assert key not in from_chart and objects(with_policy.stdout)[key] == optional[key]
     # The chart's copy of the CRD is the CRD.
     assert ((CHART / "crds" / "batmodels.batcomputer.io.yaml").read_bytes()
             == (REPO / "crds" / "batmodels.batcomputer.io.yaml").read_bytes())
@@ -94,7 +100,9 @@ def test_values_reach_the_rendered_objects_and_the_api_server_accepts_them(
                         "--set", "image.server.tag=9.9.9", "--set", "replicas=3",
                         "--set", "watchNamespaces={team-a,team-b}", "--set", "logLevel=debug",
                         "--set", "webhook.enabled=false", "--set", "serverDefaults.memoryLimit=1Gi",
-                        "--set", "leaderElection.leaseSeconds=12")
+                        "--set", "leaderElection.leaseSeconds=12",
+                        "--set", "operatorNetworkPolicy.enabled=true",
+                        "--set", "operatorNetworkPolicy.apiServerPorts={8443}")
     assert rendered.returncode == 0, rendered.stderr
     docs = objects(rendered.stdout)
     assert ("ValidatingWebhookConfiguration", "batmodels.batcomputer.io") not in docs
@@ -109,6 +117,10 @@ def test_values_reach_the_rendered_objects_and_the_api_server_accepts_them(
     assert env["BATCOMPUTER_OPERATOR_MEMORY_LIMIT"] == "1Gi"
     assert env["BATCOMPUTER_OPERATOR_LEASE_SECONDS"] == "12"
     assert "BATCOMPUTER_OPERATOR_WEBHOOK_HOST" not in env
+    policy = docs[("NetworkPolicy", "batcomputer-operator")]
+    assert policy["spec"]["egress"][1]["ports"] == [{"port": 8443, "protocol": "TCP"},
+                                                    {"port": 80, "protocol": "TCP"},
+                                                    {"port": 443, "protocol": "TCP"}]
     binding = docs[("ClusterRoleBinding", "batcomputer-operator")]
     assert binding["subjects"][0]["namespace"] == "ops"
     # The real API server validates every object (CRD first, as helm installs it).
