@@ -37,6 +37,7 @@ def test_kustomization_installs_against_the_real_api_server(kubectl: Kubectl, in
     rendered = kubectl("kustomize", str(REPO / "manifests")).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered))
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-                     "Namespace", "ServiceAccount", "ValidatingWebhookConfiguration"]
+                     "Namespace", "Role", "RoleBinding", "ServiceAccount",
+                     "ValidatingWebhookConfiguration"]
     done = kubectl("apply", "--dry-run=server", "-k", str(REPO / "manifests"))
     assert "deployment.apps/batcomputer-operator created (server dry run)" in done.stdout
