@@ -47,6 +47,29 @@ def estimator_class(name: str) -> type[Any]:
 RUNTIME_PARAMS: Final[frozenset[str]] = frozenset({"n_jobs", "verbose", "warm_start"})
 
 
+# Classifiers that weigh their inputs linearly: a category's integer code means nothing to
+# them, so they get one column per category (and numbers on one scale), inside the saved
+# model so that the server still sends the same encoded row.
+LINEAR: Final[frozenset[str]] = frozenset({"logistic-regression"})
+
+
+def estimator(classifier: str, params: dict[str, Any], lookup: Lookup) -> Any:
+    """The unfitted estimator for the encoded input matrix (columns in lookup order)."""
+    model = estimator_class(classifier)(**params)
+    if classifier not in LINEAR:
+        return model
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    kinds = list(lookup.values())
+    categorical = [i for i, codes in enumerate(kinds) if isinstance(codes, dict)]
+    numeric = [i for i, codes in enumerate(kinds) if not isinstance(codes, dict)]
+    encode = ColumnTransformer([("categories", OneHotEncoder(handle_unknown="ignore"), categorical),
+                                ("numbers", StandardScaler(), numeric)])
+    return Pipeline([("encode", encode), ("model", model)])
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     features: tuple[str, ...] = features.DEFAULT_FEATURES
@@ -136,7 +159,7 @@ def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
              cls.__name__, ", ".join(f"{k}={v}" for k, v in params.items()),
              f"{len(x_train):,}", x.shape[1])
     started = time.monotonic()
-    model = cls(**fit_params).fit(x_train, y_train)
+    model = estimator(config.classifier, fit_params, lookup).fit(x_train, y_train)
     log.info("Trained in %.1fs; scoring %s hold-out rows", time.monotonic() - started,
              f"{len(x_test):,}")
     proba = model.predict_proba(x_test)[:, 1]

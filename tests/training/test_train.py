@@ -197,3 +197,19 @@ def test_no_row_with_a_map_point_is_an_error(crime_data: Path) -> None:
     with pytest.raises(UserError, match=f"0 rows left after dropping {len(kept):,} without a "
                                         "valid latitude/longitude"):
         train.train(kept, train.TrainConfig(features=MAP_POINT))
+
+
+def test_linear_models_see_one_column_per_category(crime_data: Path) -> None:
+    """Integer codes gave logistic regression a ROC AUC near chance (0.54): its model is
+    a pipeline that one-hot encodes categories and scales numbers, inside the artifact, so
+    the server sends the same encoded row to every classifier."""
+    crimes = read_crimes(crime_data)[0]
+    linear = train.train(crimes, train.TrainConfig(classifier="logistic-regression"))
+    forest = train.train(crimes, train.TrainConfig(params=(("n_estimators", 50),)))
+    steps = dict(linear.model.steps)
+    assert list(steps) == ["encode", "model"]
+    assert linear.model.predict_proba(linear.x_test[:3]).shape == (3, 2)
+    assert linear.metrics["roc_auc"] > 0.65, linear.metrics
+    assert linear.metrics["roc_auc"] > forest.metrics["roc_auc"] - 0.05, (linear.metrics,
+                                                                          forest.metrics)
+    assert linear.params == {"max_iter": 1000, "random_state": 42}
