@@ -49,5 +49,11 @@ demo: setup controlplane
 demo-down: setup
 	$(BIN)/batcomputer testenv --dir .demo/cluster down
 
+# Everything made here: the venv and caches, the demo (its cluster stopped first: .demo/
+# holds a kubeconfig with a 24 h token) and the README's data/ and registry/. Built
+# binaries stay in the user cache (~/.cache/batcomputer).
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	if [ -d .demo/cluster ] && [ -x $(BIN)/batcomputer ]; then \
+		$(BIN)/batcomputer testenv --dir .demo/cluster down || true; fi
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .testenv .demo \
+		data registry

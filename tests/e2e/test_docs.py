@@ -41,3 +41,15 @@ def test_kustomization_installs_against_the_real_api_server(kubectl: Kubectl, in
                      "ValidatingWebhookConfiguration"]
     done = kubectl("apply", "--dry-run=server", "-k", str(REPO / "manifests"))
     assert "deployment.apps/batcomputer-operator created (server dry run)" in done.stdout
+
+
+def test_kubectl_explain_describes_what_users_set_and_read(kubectl: Kubectl, installed: None) -> None:
+    for field, words in (("spec.resources.requests", "Guaranteed to each server pod"),
+                         ("spec.resources.limits", "The most each server pod may use"),
+                         ("spec.replicas", "0 to 50"),
+                         ("status.versions.readyReplicas", "Pods Ready"),
+                         ("status.observedGeneration", "generation of the spec"),
+                         ("status.summary.ready", "Ready versions / listed versions")):
+        explained = kubectl("explain", f"batmodels.{field}").stdout
+        assert words in explained, (field, explained)
+        assert "<no description>" not in explained.split("FIELDS:")[0], (field, explained)
