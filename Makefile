@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup controlplane helm images lint test test-fast demo demo-down clean
+.PHONY: setup controlplane helm seaweedfs images lint test test-fast demo demo-down clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ controlplane:
 helm:
 	hack/build-helm.sh >/dev/null
 
+# The S3-compatible server (SeaweedFS) that s3:// artifacts and registries are tested
+# against (built from the Go module proxy, cached; about 15 minutes cold on 2 cores).
+seaweedfs:
+	hack/build-seaweedfs.sh >/dev/null
+
 # batcomputer-server and batcomputer-operator images from the Dockerfiles (Docker, or
 # buildah/podman on a Debian-built base where no registry is reachable); cached.
 images:
@@ -35,7 +40,7 @@ lint: setup
 
 # The test command: unit, server, training, control-plane and end-to-end tests, with the
 # local cluster's pods running as containers from the images.
-test: setup controlplane helm images lint
+test: setup controlplane helm seaweedfs images lint
 	$(BIN)/pytest
 
 # Quick local loop without the control plane.

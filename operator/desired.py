@@ -67,6 +67,27 @@ def artifact_location(version: VersionSpec) -> tuple[str, list[dict[str, Any]], 
             [{"name": volume, "mountPath": mount, "readOnly": True}])
 
 
+AWS_KEYS: Final = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False),
+                   ("AWS_SESSION_TOKEN", True))
+"""The keys read from spec.s3.credentialsSecret, and whether each is optional."""
+
+
+def s3_env(model: ModelSpec) -> list[dict[str, Any]]:
+    """Where the store is, and credentials by reference to the Secret (never its values)."""
+    access = model.s3
+    env: list[dict[str, Any]] = []
+    if access.endpoint:
+        env.append({"name": "BATCOMPUTER_S3_ENDPOINT", "value": access.endpoint})
+    if access.region:
+        env.append({"name": "AWS_REGION", "value": access.region})
+    if access.credentials_secret:
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {
+                    "name": access.credentials_secret, "key": key,
+                    **({"optional": True} if optional else {})}}}
+                for key, optional in AWS_KEYS]
+    return env
+
+
 def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
                paused: bool = False) -> dict[str, Any]:
     name = child_name(model.name, version.major)
@@ -85,6 +106,8 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
            {"name": "BATCOMPUTER_ALLOW_PICKLE", "value": str(version.allow_pickle).lower()}]
     if version.digest:
         env.append({"name": "BATCOMPUTER_DIGEST", "value": version.digest})
+    if version.in_s3:
+        env += s3_env(model)
     container = {
         "name": "server",
         "image": settings.server_image,
@@ -134,6 +157,10 @@ def deployment(model: ModelSpec, version: VersionSpec, settings: Settings,
                         {"name": "api", "configMap": {"name": name, "optional": True}}, *volumes],
         },
     }
+    if version.in_s3 and model.s3.service_account:
+        # The cluster's identity webhook (EKS IRSA, pod identity...) gives this account's
+        # pods a web-identity token of their own, not the API token kept off above.
+        template["spec"]["serviceAccountName"] = model.s3.service_account
     template["metadata"]["annotations"][labels.TEMPLATE_HASH] = _digest(template)
     spec_extra: dict[str, Any] = {"paused": True} if paused else {}
     if model.autoscaling is None:  # else its HorizontalPodAutoscaler owns the replicas

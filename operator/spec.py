@@ -19,7 +19,10 @@ MAX_VERSION: Final = 128
 DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 DNS1035_RE: Final = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-SCHEMES: Final = ("http", "https", "pvc")
+SCHEMES: Final = ("http", "https", "pvc", "s3")
+BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+ENDPOINT_RE: Final = re.compile(r"^https?://[^/\s?#]+/?$")
+REGION_RE: Final = re.compile(r"^[a-z0-9-]{1,64}$")
 MAX_REPLICAS: Final = 50
 MAX_NAME: Final = 63
 CANARY_SUFFIX: Final = "-canary"
@@ -49,11 +52,28 @@ class VersionSpec:
         return int(self.version.major)
 
     @property
+    def in_s3(self) -> bool:
+        return urlsplit(self.artifact).scheme == "s3"
+
+    @property
     def pvc(self) -> PvcArtifact | None:
         parts = urlsplit(self.artifact)
         if parts.scheme != "pvc":
             return None
         return PvcArtifact(claim=parts.netloc, path=parts.path.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How servers reach s3:// artifacts. The Secret is only named: its keys become
+    the pods' AWS_* variables by reference, so its values never pass through the
+    operator, the BatModel or its status."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    credentials_secret: str | None = None
+    service_account: str | None = None
+    """For web-identity credentials the cluster injects (EKS IRSA, pod identity...)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,7 @@ class ModelSpec:
     """The PodDisruptionBudget of each version (None: none)."""
     network_peers: tuple[Peer, ...] | None = None
     """Who may call the model (None: no NetworkPolicy, everyone)."""
+    s3: S3Access = S3Access()
 
     @property
     def most_replicas(self) -> int:
@@ -253,6 +274,7 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
         replicas = autoscaling.min_replicas  # what a canary's steps are counted against
     max_unavailable = _disruption_budget(spec.get("disruptionBudget"), problems)
     peers = _network_policy(spec.get("networkPolicy"), problems)
+    s3 = _s3(spec.get("s3"), problems)
 
     if problems or promoted is None:
         raise SpecError(problems or ["spec.versions must list at least one version"])
@@ -261,7 +283,31 @@ def parse(body: Mapping[str, Any], default_replicas: int = 1) -> ModelSpec:
                      versions=tuple(versions), promoted=promoted, replicas=int(replicas),
                      resources=dict(resources) if resources else None, rollout=rollout,
                      annotations=dict(meta.get("annotations") or {}), autoscaling=autoscaling,
-                     max_unavailable=max_unavailable, network_peers=peers)
+                     max_unavailable=max_unavailable, network_peers=peers, s3=s3)
+
+
+def _s3(raw: Any, problems: list[str]) -> S3Access:
+    if raw is None:
+        return S3Access()
+    if not isinstance(raw, Mapping):
+        problems.append("spec.s3 must be an object (endpoint, region, credentialsSecret, "
+                        "serviceAccountName)")
+        return S3Access()
+    values: dict[str, str | None] = {}
+    rules = {"endpoint": (ENDPOINT_RE, "an http(s)://HOST[:PORT] URL"),
+             "region": (REGION_RE, "a region name such as eu-west-2"),
+             "credentialsSecret": (DNS1123_RE, "the name of a Secret in this namespace"),
+             "serviceAccountName": (DNS1123_RE, "the name of a ServiceAccount in this namespace")}
+    for key, (pattern, meaning) in rules.items():
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not pattern.match(value)
+                                  or len(value) > 253):
+            problems.append(f"spec.s3.{key} must be {meaning}")
+            value = None
+        values[key] = value.rstrip("/") if isinstance(value, str) else None
+    return S3Access(endpoint=values["endpoint"], region=values["region"],
+                    credentials_secret=values["credentialsSecret"],
+                    service_account=values["serviceAccountName"])
 
 
 def _autoscaling(raw: Any, problems: list[str]) -> Autoscaling | None:
@@ -346,6 +392,13 @@ def _check_artifact(where: str, artifact: str) -> list[str]:
                 f"{', '.join(s + '://' for s in SCHEMES)}"]
     if not parts.netloc:
         return [f"{where}.artifact {artifact!r} has no host (or, for pvc://, no claim name)"]
+    if parts.scheme == "s3":
+        if not BUCKET_RE.match(parts.netloc):
+            return [f"{where}.artifact: {parts.netloc!r} is not a valid bucket name (3-63 "
+                    "characters: a-z, 0-9, '.', '-')"]
+        if parts.query or parts.fragment or ".." in parts.path.split("/"):
+            return [f"{where}.artifact: an s3:// artifact is s3://BUCKET/PREFIX/, without "
+                    "'..', query or fragment"]
     if parts.scheme == "pvc":
         if not DNS1123_RE.match(parts.netloc):
             return [f"{where}.artifact: {parts.netloc!r} is not a valid PersistentVolumeClaim name"]

@@ -7,8 +7,9 @@ optional pinned sha256 of metadata.json -> metadata.json -> sha256 of each file.
 Only verified bytes leave this module, so nothing can change between the check
 and the loading.
 
-Storage is reached through a `Source` chosen by the URI scheme (`FETCHERS`);
-adding S3 is one more entry there.
+Storage is reached through a `Source` chosen by the URI scheme (`FETCHERS`): a path,
+file://, pvc://, http(s):// or s3:// (batcomputer.objectstore). The whole fetch has one
+deadline (``fetch_deadline``), on top of the per-read ``fetch_timeout``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
+from batcomputer import objectstore
 from batcomputer.server.settings import Settings
 
 FORMAT: Final = "batcomputer.io/artifact/v1"
@@ -40,13 +43,18 @@ class ArtifactError(Exception):
     """The artifact cannot be served; the message says why in one line."""
 
 
+class DeadlineExceeded(ArtifactError):
+    """The whole fetch took longer than allowed; the message names what was being read."""
+
+
 class Source(Protocol):
     """Where an artifact's files come from."""
 
     uri: str
 
-    def read(self, name: str, *, limit: int) -> bytes:
-        """The file's bytes; ArtifactError if missing, unreachable or over ``limit`` bytes."""
+    def read(self, name: str, *, limit: int, deadline: float | None = None) -> bytes:
+        """The file's bytes; ArtifactError if missing, unreachable, over ``limit`` bytes or
+        not read by ``deadline`` (time.monotonic())."""
         ...
 
 
@@ -95,7 +103,7 @@ class LocalSource:
         self.root = root
         self.uri = uri
 
-    def read(self, name: str, *, limit: int) -> bytes:
+    def read(self, name: str, *, limit: int, deadline: float | None = None) -> bytes:
         if not self.root.is_dir():
             raise ArtifactError(f"artifact folder {self.root} does not exist")
         path = self.root / name
@@ -120,11 +128,13 @@ class HttpSource:
         self.timeout = timeout
         self.cache_dir = cache_dir
 
-    def read(self, name: str, *, limit: int) -> bytes:
+    def read(self, name: str, *, limit: int, deadline: float | None = None) -> bytes:
         url = self.base_url + name
         shown = self.uri + name
+        timeout = self.timeout if deadline is None else max(0.001, min(
+            self.timeout, deadline - time.monotonic()))
         try:
-            with requests.get(url, stream=True, timeout=(self.timeout, self.timeout)) as reply:
+            with requests.get(url, stream=True, timeout=(timeout, timeout)) as reply:
                 if reply.status_code == 404:
                     raise ArtifactError(f"{name} not found at {shown} (HTTP 404)")
                 if reply.status_code != 200:
@@ -135,12 +145,18 @@ class HttpSource:
                     raise ArtifactError(f"{shown} is {declared} bytes, larger than the "
                                         f"limit of {limit}")
                 data = bytearray()
-                for chunk in reply.iter_content(CHUNK):
+                # read1: at most one read from the socket, so the deadline is checked
+                # between reads, however slowly the bytes come.
+                while chunk := reply.raw.read1(CHUNK, decode_content=True):
                     data += chunk
                     if len(data) > limit:
                         raise ArtifactError(f"{shown} is larger than the limit of {limit} bytes")
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DeadlineExceeded(f"GET {shown}")
         except requests.Timeout as exc:
-            raise ArtifactError(f"GET {shown} timed out after {self.timeout:g}s") from exc
+            if deadline is not None and time.monotonic() >= deadline - 0.01:
+                raise DeadlineExceeded(f"GET {shown}") from exc
+            raise ArtifactError(f"GET {shown} timed out after {timeout:g}s") from exc
         except requests.ConnectionError as exc:
             raise ArtifactError(f"GET {shown} failed: could not connect") from exc
         except requests.RequestException as exc:
@@ -148,6 +164,34 @@ class HttpSource:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         (self.cache_dir / name).write_bytes(data)
         return bytes(data)
+
+
+class S3Source:
+    """A folder-like prefix of an S3-compatible bucket (see batcomputer.objectstore)."""
+
+    def __init__(self, uri: str, settings: Settings) -> None:
+        try:
+            location = objectstore.Location.parse(uri)
+            config = objectstore.S3Config.from_env(endpoint=settings.s3_endpoint,
+                                                   region=settings.s3_region,
+                                                   timeout=settings.fetch_timeout)
+        except objectstore.ObjectStoreError as exc:
+            raise ArtifactError(str(exc)) from exc
+        self.uri = location.uri
+        self.store = objectstore.Store(location, config)
+
+    def read(self, name: str, *, limit: int, deadline: float | None = None) -> bytes:
+        try:
+            return self.store.read(self.store.location.prefix + name, limit=limit,
+                                   deadline=deadline)
+        except objectstore.DeadlineExceeded as exc:
+            raise DeadlineExceeded(f"reading {self.uri}{name}") from exc
+        except objectstore.NotFound as exc:
+            if "bucket" in str(exc):
+                raise ArtifactError(str(exc)) from exc
+            raise ArtifactError(f"{name} is missing from {self.uri}") from exc
+        except objectstore.ObjectStoreError as exc:
+            raise ArtifactError(str(exc)) from exc
 
 
 def _local(uri: str, settings: Settings) -> Source:
@@ -183,6 +227,7 @@ FETCHERS: Final[dict[str, Fetcher]] = {
     "pvc": _pvc,
     "http": _http,
     "https": _http,
+    "s3": S3Source,
 }
 
 
@@ -207,8 +252,21 @@ def fetch_verified(settings: Settings, source: Source | None = None,
     """Fetch metadata.json and the files it lists, checking each link of the chain.
     ``select`` names the files that will be used (default: every file listed); the
     others are neither fetched nor returned."""
+    deadline = time.monotonic() + settings.fetch_deadline
     source = source or open_source(settings.artifact, settings)
-    raw = source.read(METADATA, limit=MAX_METADATA_BYTES)
+    try:
+        return _fetch(source, settings, select, deadline)
+    except DeadlineExceeded as exc:
+        raise ArtifactError(f"fetching {source.uri} took longer than the deadline of "
+                            f"{settings.fetch_deadline:g}s ({exc}); raise fetch_deadline "
+                            "(BATCOMPUTER_FETCH_DEADLINE) for very large artifacts or slow "
+                            "links") from exc
+
+
+def _fetch(source: Source, settings: Settings,
+           select: Callable[[dict[str, Any]], Iterable[str]] | None,
+           deadline: float) -> Artifact:
+    raw = source.read(METADATA, limit=MAX_METADATA_BYTES, deadline=deadline)
     digest = sha256(raw)
     if settings.digest is not None and digest != settings.digest:
         raise ArtifactError(f"metadata.json digest mismatch at {source.uri}: pinned "
@@ -222,7 +280,7 @@ def fetch_verified(settings: Settings, source: Source | None = None,
     for name, expected in sorted(metadata["files"].items()):
         if name not in wanted:
             continue
-        data = source.read(name, limit=settings.max_artifact_bytes)
+        data = source.read(name, limit=settings.max_artifact_bytes, deadline=deadline)
         found = sha256(data)
         if found != expected:
             raise ArtifactError(f"{name} digest mismatch at {source.uri}: metadata.json says "

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def add_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--artifact", help="artifact URI: folder, file://, http(s)://, "
-                                          "pvc://CLAIM/PATH [BATCOMPUTER_ARTIFACT]")
+                                          "pvc://CLAIM/PATH or s3://BUCKET/PREFIX/ "
+                                          "[BATCOMPUTER_ARTIFACT]")
     serve.add_argument("--version", help="refuse to serve any other version "
                                          "[BATCOMPUTER_VERSION]")
     serve.add_argument("--digest", help="pinned sha256:HEX of metadata.json "

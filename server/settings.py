@@ -29,7 +29,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     artifact: str = ""
-    """Artifact URI: a local folder, file://, http(s)://, pvc://claim/path."""
+    """Artifact URI: a local folder, file://, http(s)://, pvc://claim/path, s3://bucket/prefix/."""
     version: str | None = None
     """Refuse to serve unless the artifact's metadata has exactly this version."""
     digest: str | None = None
@@ -60,7 +60,15 @@ class Settings:
     pvc_root: Path = Path("/mnt/pvc")
     """pvc://CLAIM/PATH is read from <pvc_root>/CLAIM/PATH (the claim's mount point)."""
     fetch_timeout: float = 30.0
-    """Seconds to connect to, and between bytes from, an http(s) artifact server."""
+    """Seconds to connect to, and between bytes from, an http(s) or S3 artifact server."""
+    fetch_deadline: float = 600.0
+    """Seconds the whole fetch (metadata.json and every file) may take."""
+    s3_endpoint: str | None = None
+    """The S3-compatible store for s3:// artifacts, http(s)://HOST[:PORT] (default
+    AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then AWS). Credentials come from the standard
+    AWS variables, profile, web-identity token or instance role (batcomputer.objectstore)."""
+    s3_region: str | None = None
+    """The bucket's region (default AWS_REGION, AWS_DEFAULT_REGION, then asked of the bucket)."""
     max_artifact_bytes: int = 2 * 1024**3
     """Largest artifact file accepted from a fetcher."""
     max_body_bytes: int = 1024**2
@@ -109,8 +117,8 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.memo_limit < 0:
             raise SettingsError("memo_limit must be 0 (off) or more")
-        if self.fetch_timeout <= 0:
-            raise SettingsError("fetch_timeout must be positive")
+        if self.fetch_timeout <= 0 or self.fetch_deadline <= 0:
+            raise SettingsError("fetch_timeout and fetch_deadline must be positive")
         if self.log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
             raise SettingsError(f"log_level {self.log_level!r} is not debug, info, warning, "
                                 "error or critical")

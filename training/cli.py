@@ -27,9 +27,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     tr = sub.add_parser("train", help="train a model and publish it to a registry folder",
                         description="Train on police.uk street-level CSVs and publish "
-                                    "<registry>/<name>/<version>/.")
+                                    "<registry>/<name>/<version>/ (a folder or an "
+                                    "S3-compatible bucket).")
     tr.add_argument("data", help="a CSV file, a folder of CSVs (recursive) or a glob")
-    tr.add_argument("--registry", required=True, help="registry folder")
+    tr.add_argument("--registry", required=True,
+                    help="registry: a folder or s3://BUCKET/PREFIX (endpoint, region and "
+                         "credentials from BATCOMPUTER_S3_ENDPOINT or AWS_ENDPOINT_URL, "
+                         "AWS_REGION and the standard AWS credential chain)")
     tr.add_argument("--name", default="crime", help="model name (default crime)")
     version = tr.add_mutually_exclusive_group()
     version.add_argument("--version", help="explicit MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], "
@@ -65,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          description="List the published versions of a model in semver "
                                      "precedence order: pre-releases before their release, "
                                      "build metadata ignored (ties ordered by the text).")
-    ver.add_argument("registry")
+    ver.add_argument("registry", help="a folder or s3://BUCKET/PREFIX")
     ver.add_argument("name")
     ver.add_argument("--json", action="store_true", help="print metadata as JSON")
     ver.set_defaults(func=cmd_versions)
@@ -89,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         params=tuple(train.parse_param(p) for p in args.param),
         seed=args.seed, test_size=args.test_size, min_place_share=args.min_place_share)
     config.resolved_params()  # fail on bad parameters before reading any data
-    registry = publish.Registry(args.registry)
+    registry = publish.open_registry(args.registry)
     existing = registry.signatures(args.name)
     if args.version:  # fail before reading data
         publish.refuse_published(map(publish.parse_version, existing),
@@ -126,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_versions(args: argparse.Namespace) -> int:
     from batcomputer.training import publish
 
-    versions = publish.Registry(args.registry).versions(args.name)
+    versions = publish.open_registry(args.registry).versions(args.name)
     if args.json:
         print(json.dumps(versions, indent=2))  # keys in precedence order
         return 0

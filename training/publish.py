@@ -5,9 +5,10 @@ every other file:
   model.onnx              the fast form (see fastform), when it passed its check
   lookup.json, flags.json the inputs and labels as plain JSON
   model.pkl, lookup.pkl, flags.pkl   the pickles (DESIGN section 3), unless --no-pickle
-A server that refuses pickles serves model.onnx + the JSON files. A version is written
-to a temporary folder and renamed into place, so a reader never sees half an artifact
-and two publishers of the same version cannot both win.
+A server that refuses pickles serves model.onnx + the JSON files. A registry is a folder
+or an S3-compatible bucket (s3://bucket/prefix); either way a reader never sees half an
+artifact and two publishers of the same version cannot both win (see LocalRegistry and
+S3Registry).
 
 Semver, as Batcomputer defines it:
   MAJOR  the API changed: inputs (names, order, types, accepted values) or outputs
@@ -42,7 +43,7 @@ import pandas as pd
 import semver
 import sklearn
 
-from batcomputer import apicontract
+from batcomputer import apicontract, objectstore
 from batcomputer.errors import UserError
 from batcomputer.training import fastform, police
 from batcomputer.training.fastform import FastForm
@@ -51,6 +52,7 @@ from batcomputer.training.train import TrainConfig, TrainedModel
 ARTIFACT_FORMAT: Final = "batcomputer.io/artifact/v1"
 PICKLES: Final[tuple[str, ...]] = ("model.pkl", "lookup.pkl", "flags.pkl")
 JSON_FILES: Final[tuple[str, ...]] = ("lookup.json", "flags.json")
+METADATA: Final = "metadata.json"
 NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 VERSION_FORMAT: Final = "MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.4.2, 2.0.0-rc.1 or 1.1.0+build.5"
 PRE_RELEASE: Final = "rc"  # --bump pre starts X.Y.Z-rc.1, then bumps the last number
@@ -252,10 +254,22 @@ class DataSummary:
 
 
 class Registry:
-    """A registry folder: ``<root>/<name>/<version>/``."""
+    """A registry: ``<root>/<name>/<version>/`` in a folder (`LocalRegistry`) or an
+    S3-compatible bucket (`S3Registry`); `open_registry` picks one from the location."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    location: str
+
+    def version_folders(self, name: str) -> list[str]:
+        """Every version folder of ``name`` that exists, published or not."""
+        raise NotImplementedError
+
+    def read_metadata(self, name: str, version: str) -> dict[str, Any] | None:
+        """The version's metadata.json; None while it has none (not published)."""
+        raise NotImplementedError
+
+    def _commit(self, name: str, version: semver.Version, staging: Path) -> str:
+        """Put the staged files in place as one version, or refuse; where it now is."""
+        raise NotImplementedError
 
     def versions(self, name: str) -> dict[str, dict[str, Any]]:
         """Metadata by version folder name, in precedence order (ties by the text).
@@ -263,12 +277,11 @@ class Registry:
         Keyed by the text, not by ``semver.Version``: Versions that differ only in build
         metadata are equal and hash alike, so 1.0.0+a and 1.0.0+b would collapse.
         """
-        folder = self.root / name
-        if not folder.is_dir():
-            return {}
-        found = {child.name: json.loads((child / "metadata.json").read_text())
-                 for child in folder.iterdir()
-                 if semver.Version.is_valid(child.name) and (child / "metadata.json").is_file()}
+        found = {}
+        for version in self.version_folders(name):
+            meta = self.read_metadata(name, version) if semver.Version.is_valid(version) else None
+            if meta is not None:
+                found[version] = meta
         return {v: found[v] for v in sorted(found, key=precedence_key)}
 
     def signatures(self, name: str) -> dict[str, Signature]:
@@ -276,7 +289,7 @@ class Registry:
 
     def publish(self, name: str, version: semver.Version, trained: TrainedModel,
                 config: TrainConfig, data: DataSummary, fast: FastForm | None = None,
-                *, pickles: bool = True) -> Path:
+                *, pickles: bool = True) -> str:
         """Write the version. ``fast`` is the checked ONNX form (or why there is none);
         without ``pickles`` the artifact needs none, so it must have a fast form."""
         if not pickles and (fast is None or fast.onnx is None):
@@ -286,30 +299,111 @@ class Registry:
         if not NAME_RE.match(name):
             raise PublishError(f"model name {name!r} must be a DNS label (a-z, 0-9, '-'), "
                                "at most 40 characters, as it names Kubernetes objects")
-        target = self.root / name / str(version)
-        if target.exists():
-            raise PublishError(f"{target} exists; published versions are immutable")
-        if target.parent.is_dir():
-            refuse_published((semver.Version.parse(c.name) for c in target.parent.iterdir()
-                              if semver.Version.is_valid(c.name)), version)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        folders = self.version_folders(name)
+        if str(version) in folders:
+            raise PublishError(f"{self.location}/{name}/{version} exists; published versions "
+                               "are immutable")
+        refuse_published((semver.Version.parse(f) for f in folders if semver.Version.is_valid(f)),
+                         version)
+        staging = self._staging(name, version)
         try:
             written = _write_files(staging, trained, fast, pickles=pickles)
             meta = metadata(name, version, trained, config, data,
                             {f: sha256_file(staging / f) for f in written}, fast)
-            (staging / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            for child in staging.iterdir():
-                child.chmod(0o444)
-            staging.chmod(0o755)
-            try:
-                staging.rename(target)
-            except OSError as exc:
-                raise PublishError(f"{target} was published by someone else meanwhile") from exc
+            (staging / METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            return self._commit(name, version, staging)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        return target
+
+    def _staging(self, name: str, version: semver.Version) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"batcomputer-{name}-{version}-"))
+
+
+class LocalRegistry(Registry):
+    """A registry folder. A version is written to a hidden folder beside its place and
+    renamed into it, so a reader never sees half an artifact and of two publishers of
+    the same version only one wins."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def version_folders(self, name: str) -> list[str]:
+        folder = self.root / name
+        return sorted(c.name for c in folder.iterdir() if not c.name.startswith(".")) \
+            if folder.is_dir() else []
+
+    def read_metadata(self, name: str, version: str) -> dict[str, Any] | None:
+        path = self.root / name / version / METADATA
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _staging(self, name: str, version: semver.Version) -> Path:
+        parent = self.root / name
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{version}-", dir=parent))
+
+    def _commit(self, name: str, version: semver.Version, staging: Path) -> str:
+        target = self.root / name / str(version)
+        for child in staging.iterdir():
+            child.chmod(0o444)
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError as exc:
+            raise PublishError(f"{target} was published by someone else meanwhile") from exc
+        return str(target)
+
+
+class S3Registry(Registry):
+    """A registry under ``s3://bucket/prefix/``. Objects are written once each, with a
+    conditional write (If-None-Match: *), in a fixed order with metadata.json last: a
+    version is published when its metadata.json exists, a second publisher of the same
+    version is refused at its first file, and nothing is ever overwritten."""
+
+    def __init__(self, uri: str, config: objectstore.S3Config | None = None) -> None:
+        location = objectstore.Location.parse(uri)
+        self.store = objectstore.Store(location, config or objectstore.S3Config.from_env())
+        self.location = location.uri.rstrip("/")
+
+    def _key(self, *parts: str) -> str:
+        return self.store.location.prefix + "/".join(parts)
+
+    def version_folders(self, name: str) -> list[str]:
+        return self.store.folders(self._key(name) + "/")
+
+    def read_metadata(self, name: str, version: str) -> dict[str, Any] | None:
+        try:
+            raw = self.store.read(self._key(name, version, METADATA), limit=16 * 1024**2)
+        except objectstore.NotFound as exc:
+            if "bucket" in str(exc):
+                raise
+            return None
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    def _commit(self, name: str, version: semver.Version, staging: Path) -> str:
+        names = sorted(c.name for c in staging.iterdir() if c.name != METADATA) + [METADATA]
+        for index, filename in enumerate(names):
+            data = (staging / filename).read_bytes()
+            kind = "application/json" if filename.endswith(".json") else "application/octet-stream"
+            try:
+                self.store.put_new(self._key(name, str(version), filename), data, kind)
+            except objectstore.AlreadyExists as exc:
+                where = f"{self.location}/{name}/{version}/"
+                if index == 0:
+                    raise PublishError(f"{where} was published by someone else meanwhile") from exc
+                raise PublishError(f"{where}{filename} appeared while publishing: another "
+                                   "publisher is writing this version") from exc
+        return f"{self.location}/{name}/{version}/"
+
+
+def open_registry(location: str) -> Registry:
+    """The registry at ``location``: s3://bucket/prefix or a folder."""
+    if location.lower().startswith("s3://"):
+        return S3Registry(location)
+    if "://" in location:
+        raise PublishError(f"registry {location!r}: use a folder or s3://BUCKET/PREFIX")
+    return LocalRegistry(location)
 
 
 def _write_files(folder: Path, trained: TrainedModel, fast: FastForm | None, *,

@@ -71,6 +71,10 @@ RUNTIME_LABEL = "batcomputer.io/runtime"
 BACKOFF_START, BACKOFF_MAX = 1.0, 20.0
 IMAGE_RETRY = 5.0
 local_address = network.local_address
+# What this node gives every container, as a cloud node's environment would: it has no
+# instance metadata service (169.254.169.254 is not loopback), so AWS clients must not
+# look for one.
+NODE_ENV = {"AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def now() -> str:
@@ -411,7 +415,7 @@ class Podlet:
         address = local_address(run.pod_ip)
         env = pods.resolve_env(pod, container, pod_ip=address, node=self.node,
                                lookup=lambda kind, name, key: self.api.lookup(namespace, kind, name, key),
-                               base=self.service_env)
+                               base={**NODE_ENV, **self.service_env})
         env.update(HOSTNAME=pod["metadata"]["name"][:63], BATCOMPUTER_HOST=address)
         mounts = self._mounts(pod, container, run)
         # The termination-message file, fresh for each run, writable by any user.

@@ -72,11 +72,13 @@ def test_a_digest_pin_must_match() -> None:
 
 def test_what_cannot_be_read_is_allowed_with_a_warning() -> None:
     result = admission.review(model(entry("1.0.0")),
-                              model(entry("1.1.0", "pvc://store/1.1.0"), entry("2.0.0", "http://r/gone/")),
+                              model(entry("1.1.0", "pvc://store/1.1.0"), entry("2.0.0", "http://r/gone/"),
+                                    entry("3.0.0", "s3://models/r/3.0.0/")),
                               fetch)
     assert result.problems == []
-    assert [w.split(":")[0] for w in result.warnings] == ["1.1.0 (pvc", "2.0.0 (http"]
+    assert [w.split(":")[0] for w in result.warnings] == ["1.1.0 (pvc", "2.0.0 (http", "3.0.0 (s3"]
     assert "its server checks it before it serves" in result.warnings[1]
+    assert "not checked at admission" in result.warnings[2]
 
 
 def test_unchanged_entries_are_not_fetched_again() -> None:

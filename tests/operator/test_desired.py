@@ -104,6 +104,29 @@ def test_pvc_artifact_is_mounted_read_only() -> None:
     assert "BATCOMPUTER_DIGEST" not in env(container)
 
 
+def test_s3_versions_get_the_store_and_secret_references_only() -> None:
+    v3 = VersionSpec(semver.Version.parse("3.0.0"), "s3://model-store/registry/crime/3.0.0/")
+    access = spec.S3Access(endpoint="http://minio.storage:9000", region="eu-west-2",
+                           credentials_secret="model-store", service_account="models")
+    model = dataclasses.replace(MODEL, versions=(V1, V2, v3), s3=access)
+    pod = desired.deployment(model, v3, SETTINGS)["spec"]["template"]["spec"]
+    variables = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert variables["BATCOMPUTER_ARTIFACT"]["value"] == "s3://model-store/registry/crime/3.0.0/"
+    assert variables["BATCOMPUTER_S3_ENDPOINT"]["value"] == "http://minio.storage:9000"
+    assert variables["AWS_REGION"]["value"] == "eu-west-2"
+    assert variables["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {
+        "secretKeyRef": {"name": "model-store", "key": "AWS_ACCESS_KEY_ID"}}}
+    assert variables["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == \
+        "AWS_SECRET_ACCESS_KEY"
+    assert variables["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert pod["serviceAccountName"] == "models"
+    assert pod["automountServiceAccountToken"] is False
+    # Other schemes get none of it.
+    other = desired.deployment(model, V1, SETTINGS)["spec"]["template"]["spec"]
+    assert not any(e["name"].startswith(("AWS_", "BATCOMPUTER_S3")) for e in other["containers"][0]["env"])
+    assert "serviceAccountName" not in other
+
+
 def test_resources_from_the_spec_win() -> None:
     model = ModelSpec(**{**MODEL.__dict__, "resources": {"limits": {"memory": "2Gi"}}})
     container = desired.deployment(model, V1, SETTINGS)["spec"]["template"]["spec"]["containers"][0]

@@ -35,6 +35,33 @@ def test_pvc_artifacts() -> None:
     assert str(model.promoted.version) == "1.4.2"
 
 
+def test_s3_artifacts_and_access() -> None:
+    model = spec.parse(body(
+        versions=[{"version": "1.0.0", "artifact": "s3://model-store/registry/crime/1.0.0/"}],
+        s3={"endpoint": "http://minio.storage:9000/", "region": "eu-west-2",
+            "credentialsSecret": "model-store", "serviceAccountName": "models"}))
+    assert model.versions[0].in_s3 and model.versions[0].pvc is None
+    assert model.s3 == spec.S3Access(endpoint="http://minio.storage:9000", region="eu-west-2",
+                                     credentials_secret="model-store", service_account="models")
+    assert spec.parse(body()).s3 == spec.S3Access()
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"versions": [{"version": "1.0.0", "artifact": "s3://A_bucket/x/"}]},
+     "'A_bucket' is not a valid bucket name"),
+    ({"versions": [{"version": "1.0.0", "artifact": "s3://models/a/../b/"}]}, "without '..'"),
+    ({"s3": {"endpoint": "minio:9000"}}, "spec.s3.endpoint must be an http(s)://HOST[:PORT] URL"),
+    ({"s3": {"endpoint": "http://minio:9000/path"}}, "spec.s3.endpoint must be"),
+    ({"s3": {"credentialsSecret": "Not A Name"}}, "spec.s3.credentialsSecret must be the name"),
+    ({"s3": {"region": "EU WEST"}}, "spec.s3.region must be a region name"),
+    ({"s3": "yes"}, "spec.s3 must be an object"),
+])
+def test_s3_problems_are_reported(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(spec.SpecError) as error:
+        spec.parse(body(**change))
+    assert any(problem in p for p in error.value.problems), error.value.problems
+
+
 @pytest.mark.parametrize(("change", "problem"), [
     ({"versions": []}, "at least one version"),
     ({"versions": [{"version": "1.0", "artifact": "http://a/"}]}, "not a semantic version"),

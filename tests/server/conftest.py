@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -94,7 +95,8 @@ def pickled(server_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 class Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; /slow/... answers late, /nolength/... has no Content-Length."""
+    """Serves a folder; /slow/... answers late, /nolength/... has no Content-Length,
+    /drip/... sends 1 KiB every 0.1 s (never slow enough for a read timeout)."""
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -103,6 +105,18 @@ class Handler(SimpleHTTPRequestHandler):
         if self.path.startswith("/slow/"):
             time.sleep(1.5)
             self.path = self.path.removeprefix("/slow")
+        if self.path.startswith("/drip/"):
+            path = Path(self.directory) / self.path.removeprefix("/drip/")
+            data = path.read_bytes() if path.is_file() else b""
+            self.send_response(200 if data else 404)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for start in range(0, len(data), 1024):
+                    self.wfile.write(data[start:start + 1024])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            return
         if self.path.startswith("/nolength/"):
             path = Path(self.directory) / self.path.removeprefix("/nolength/")
             if not path.is_file():

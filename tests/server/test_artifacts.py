@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import S3
 
+from batcomputer import objectstore
 from batcomputer.server.artifacts import ArtifactError, fetch_verified, redact, sha256
 from batcomputer.server.model import load_model, needed_files
 from batcomputer.server.settings import Settings
@@ -89,9 +92,64 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
         fetch_verified(Settings(artifact="http://127.0.0.1:9/crime/1.0.0/", cache_dir=tmp_path))
 
 
+def test_the_whole_fetch_has_a_deadline(http_root: str, tmp_path: Path) -> None:
+    """A server that keeps sending, slowly, never trips the per-read timeout; the
+    deadline still ends the fetch."""
+    started = time.monotonic()
+    with pytest.raises(ArtifactError, match=r"took longer than the deadline of 1.5s \(GET "
+                                            r"http://127.0.0.1:\d+/drip/crime/1.0.0/"):
+        verified(f"{http_root}/drip/crime/1.0.0/", cache_dir=tmp_path, fetch_deadline=1.5)
+    assert time.monotonic() - started < 5
+
+
+# -- s3:// (a real SeaweedFS on loopback) -------------------------------------------------
+
+
+def test_s3_artifacts_verify_like_local_ones(s3: S3, s3_registry: str, registry: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3.env(s3.reader).items():
+        monkeypatch.setenv(name, value)
+    artifact = fetch_verified(Settings(artifact=f"{s3_registry}/crime/1.0.0/"))
+    assert artifact.uri == f"{s3_registry}/crime/1.0.0/" and artifact.version == "1.0.0"
+    assert set(artifact.files) == set(artifact.metadata["files"])
+    # The same model as the local registry's 1.0.0 (same data, seed and parameters).
+    local = fetch_verified(Settings(artifact=str(registry / "crime" / "1.0.0")))
+    assert artifact.metadata["data"] == local.metadata["data"]
+    with pytest.raises(ArtifactError, match=r"metadata.json is missing from s3://models/registry/"
+                                            r"crime/9.9.9/"):
+        fetch_verified(Settings(artifact=f"{s3_registry}/crime/9.9.9/"))
+    with pytest.raises(ArtifactError, match="access denied to s3://nothere/"):
+        fetch_verified(Settings(artifact="s3://nothere/crime/1.0.0/"))  # not the reader's
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.admin.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.admin.secret_key)
+    with pytest.raises(ArtifactError, match="bucket 'nothere' does not exist"):
+        fetch_verified(Settings(artifact="s3://nothere/crime/1.0.0/"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    with pytest.raises(ArtifactError, match="access denied to s3://models/registry/crime/1.0.0/"
+                                            "metadata.json") as denied:
+        fetch_verified(Settings(artifact=f"{s3_registry}/crime/1.0.0/"))
+    assert "wrong-secret-value" not in str(denied.value)
+
+
+def test_s3_objects_are_checked_against_metadata(s3: S3, s3_registry: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3.env(s3.admin).items():
+        monkeypatch.setenv(name, value)
+    source = fetch_verified(Settings(artifact=f"{s3_registry}/crime/1.0.0/"))
+    store = objectstore.Store(objectstore.Location.parse(f"{s3_registry}/tampered/1.0.0/"),
+                              objectstore.S3Config.from_env())
+    for name, data in source.files.items():
+        store.put_new(store.location.prefix + name, b"tampered" if name == "lookup.json" else data)
+    store.put_new(store.location.prefix + "metadata.json", json.dumps(source.metadata).encode())
+    with pytest.raises(ArtifactError, match="lookup.json digest mismatch at s3://models/registry/"
+                                            "tampered/1.0.0/"):
+        fetch_verified(Settings(artifact=f"{s3_registry}/tampered/1.0.0/"))
+
+
 def test_unknown_scheme_lists_the_known_ones() -> None:
-    with pytest.raises(ArtifactError, match=r"unsupported scheme s3://; use one of: path, file://"):
-        verified("s3://bucket/crime/1.0.0/")
+    with pytest.raises(ArtifactError, match=r"unsupported scheme gs://; use one of: path, "
+                                            r"file://, pvc://, http://, https://, s3://"):
+        verified("gs://bucket/crime/1.0.0/")
 
 
 def test_missing_folder_and_empty_uri(tmp_path: Path) -> None:

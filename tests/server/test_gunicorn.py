@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import S3
 from serverkit import Server, clean_env, free_port, serve_command, start, stop
 
 from batcomputer import apicontract
@@ -159,6 +160,27 @@ def test_serves_an_http_artifact(http_root: str, tmp_path: Path) -> None:
         assert status == 200 and set(result) == {"not_caught", "caught"}
     finally:
         stop(served)
+
+
+def test_serves_an_s3_artifact_with_read_only_credentials(s3: S3, s3_registry: str,
+                                                         tmp_path: Path) -> None:
+    served = start(f"{s3_registry}/crime/1.0.0/", tmp_path, "--workers", "1",
+                   "--version", "1.0.0", **s3.env(s3.reader))
+    try:
+        status, result = served.predict(ROW)
+        assert status == 200 and set(result) == {"not_caught", "caught"}
+        info = json.loads(served.get("/api/info")[1])
+        assert info["artifact"] == f"{s3_registry}/crime/1.0.0/"
+    finally:
+        log = stop(served)
+    assert s3.reader.secret_key not in log
+
+
+def test_refuses_an_s3_artifact_with_wrong_credentials(s3: S3, s3_registry: str) -> None:
+    env = {**s3.env(s3.reader), "AWS_SECRET_ACCESS_KEY": "wrong-secret-value"}
+    line = refuse("--artifact", f"{s3_registry}/crime/1.0.0/", **env)
+    assert "access denied to s3://models/registry/crime/1.0.0/metadata.json" in line
+    assert "wrong-secret-value" not in line
 
 
 def refuse(*flags: str, **env: str) -> str:

@@ -115,13 +115,13 @@ def test_explicit_bump_levels_are_checked_too() -> None:
 
 
 def test_registry_lists_versions_sorted(registry: Path) -> None:
-    versions = publish.Registry(registry).versions("crime")
+    versions = publish.LocalRegistry(registry).versions("crime")
     assert [str(v) for v in versions] == ["1.0.0", "2.0.0"]
-    assert publish.Registry(registry).versions("nothing") == {}
+    assert publish.LocalRegistry(registry).versions("nothing") == {}
 
 
 def test_registry_refuses_bad_names_and_existing_versions(registry: Path) -> None:
-    reg = publish.Registry(registry)
+    reg = publish.LocalRegistry(registry)
     with pytest.raises(PublishError, match="DNS label"):
         reg.publish("Crime_Model", V("1.0.0"), None, None, None)  # type: ignore[arg-type]
     with pytest.raises(PublishError, match="immutable"):
@@ -245,7 +245,7 @@ def test_registry_keeps_versions_that_differ_only_in_build_metadata(registry: Pa
     for name in ("1.0.0+b", "1.0.0", "1.0.0-rc.1", "1.0.0+a", "0.9.0", "not-a-version"):
         (tmp_path / "crime" / name).mkdir(parents=True)
         (tmp_path / "crime" / name / "metadata.json").write_text(meta)
-    reg = publish.Registry(tmp_path)
+    reg = publish.LocalRegistry(tmp_path)
     order = ["0.9.0", "1.0.0-rc.1", "1.0.0", "1.0.0+a", "1.0.0+b"]
     assert list(reg.versions("crime")) == order
     assert list(signatures := reg.signatures("crime")) == order
