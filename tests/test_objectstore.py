@@ -7,7 +7,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import S3
@@ -176,3 +178,49 @@ def test_a_read_past_its_deadline_stops(s3: S3) -> None:
     admin.put_new("deadline/big", b"x" * (3 * objectstore.CHUNK))
     with pytest.raises(objectstore.DeadlineExceeded):
         admin.read("deadline/big", limit=10 * objectstore.CHUNK, deadline=time.monotonic() - 1)
+
+
+def test_web_identity_tokens_are_exchanged_at_sts(s3: S3, tmp_path: Path) -> None:
+    """The token file a cluster mounts is sent to STS (AssumeRoleWithWebIdentity) and the
+    temporary credentials it answers sign the requests. STS here is a stand-in on loopback
+    that hands out the reader's keys; the bucket is the real server."""
+    seen: list[dict[str, list[str]]] = []
+
+    class Sts(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            seen.append(parse_qs(urlsplit(self.path).query))
+            body = STS_ANSWER.format(key=s3.reader.access_key, secret=s3.reader.secret_key).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    sts = ThreadingHTTPServer(("127.0.0.1", 0), Sts)
+    threading.Thread(target=sts.serve_forever, daemon=True).start()
+    try:
+        token = tmp_path / "token"
+        token.write_text("eyJhbGciOi.projected.token")
+        env = {**s3.env(None), "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+               "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/model-reader",
+               "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{sts.server_address[1]}"}
+        store(s3, s3.admin).put_new("identity/key", b"by token")
+        config = S3Config.from_env(env)
+        assert config.credentials_source == "web identity"
+        assert Store(Location(s3.bucket, ""), config).read("identity/key", limit=100) == b"by token"
+    finally:
+        sts.shutdown()
+        sts.server_close()
+    assert seen[0]["Action"] == ["AssumeRoleWithWebIdentity"]
+    assert seen[0]["WebIdentityToken"] == ["eyJhbGciOi.projected.token"]
+    assert seen[0]["RoleArn"] == ["arn:aws:iam::123456789012:role/model-reader"]
+
+
+STS_ANSWER = """<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>{key}</AccessKeyId>
+<SecretAccessKey>{secret}</SecretAccessKey><SessionToken></SessionToken>
+<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>"""
