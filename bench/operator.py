@@ -1,11 +1,14 @@
 """Operator benchmark on the real local control plane.
 
 Prints: time from `kubectl apply` of one BatModel to its children existing and to
-status Ready; time for N BatModels (2 versions each) to all be Ready; the operator's
-resident memory. Pods run on the kwok node (they only need to look Ready here: the
-podlet and real servers are what the e2e tests are for).
+status Ready; time for N BatModels (2 versions each) to all be Ready; the API requests
+that took, per model, by verb and resource (the API server's own apiserver_request_total);
+the requests of an idle resync cycle (nothing changed: writes should be 0); CPU seconds
+of the operator and the control plane; the operator's resident memory. Pods run on the
+kwok node (they only need to look Ready here: the podlet and real servers are what the
+e2e tests are for).
 
-    .venv/bin/python bench/operator.py [--models 200]
+    .venv/bin/python bench/operator.py [--models 200] [--resync 30]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, install
@@ -66,6 +70,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
+WRITES = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
+Requests = dict[tuple[str, str], float]
+
+
+def api_requests(plane: ControlPlane) -> Requests:
+    """The API server's request counters, (verb, resource) -> count, excluding watches'
+    long-running streams and the benchmark's own reads of BatModels."""
+    counts: Requests = {}
+    for family in text_string_to_metric_families(plane.get("/metrics").text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            key = (sample.labels.get("verb", ""), sample.labels.get("resource", ""))
+            counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
+def delta(after: Requests, before: Requests, per: float = 1) -> dict[str, float]:
+    out = {f"{verb} {resource}": round((n - before.get((verb, resource), 0)) / per, 2)
+           for (verb, resource), n in sorted(after.items())}
+    return {k: v for k, v in out.items() if v}
+
+
+def operator_requests(operator: OperatorProcess) -> Requests:
+    """The operator's own count of its client's requests (operator.metrics), named as the
+    API server names verbs."""
+    verbs = {"get": "GET", "list": "LIST", "watch": "WATCH", "create": "POST",
+             "update": "PUT", "patch": "PATCH", "apply": "APPLY", "delete": "DELETE"}
+    counts: Requests = {}
+    for family in text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "batcomputer_operator_api_requests_total":
+                key = (verbs.get(sample.labels["verb"], sample.labels["verb"]),
+                       sample.labels["resource"])
+                counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
+def writes(counts: dict[str, float]) -> float:
+    return round(sum(n for key, n in counts.items() if key.split()[0] in WRITES), 2)
+
+
 def ready_names(plane: ControlPlane) -> set[str]:
     items = plane.get(f"/apis/batcomputer.io/v1alpha1/namespaces/{NS}/batmodels").json()["items"]
     out = set()
@@ -100,6 +148,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--singles", type=int, default=5)
+    parser.add_argument("--resync", type=float, default=30,
+                        help="the operator's resync interval; one idle cycle is measured")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         plane = ControlPlane(Path(tmp) / "cp", podlet=False, tie_to_parent=True)
@@ -108,13 +158,14 @@ def main() -> int:
             kubectl = Kubectl(plane)
             install(kubectl, REPO)
             kubectl("create", "namespace", NS)
-            operator = OperatorProcess(plane, kubectl, Path(tmp), namespaces=NS, resync_seconds=60)
+            operator = OperatorProcess(plane, kubectl, Path(tmp), namespaces=NS,
+                                       resync_seconds=args.resync)
             operator.start()
             assert operator.proc is not None
             sampler = RssSampler(operator.proc.pid)
             sampler.start()
             time.sleep(3)  # let kopf list and start watching
-            idle = rss_mb(operator.proc.pid)
+            idle_rss = rss_mb(operator.proc.pid)
 
             singles = [one_model(plane, kubectl, f"single-{i}") for i in range(args.singles)]
             children = statistics.median(s[0] for s in singles)
@@ -125,6 +176,7 @@ def main() -> int:
             path = f"/apis/batcomputer.io/v1alpha1/namespaces/{NS}/batmodels"
             pids = {**plane.state.pids, "operator": operator.proc.pid}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            requests_before = api_requests(plane)
             started = time.monotonic()
             with ThreadPoolExecutor(4) as pool:
                 codes = list(pool.map(lambda i: plane.request("POST", path, json=batmodel(
@@ -138,7 +190,16 @@ def main() -> int:
             many = time.monotonic() - started
             pids = {**plane.state.pids, "operator": operator.proc.pid}
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
-            time.sleep(2)
+            per_model = delta(api_requests(plane), requests_before, per=args.models)
+            # An idle resync cycle: every model is reconciled once more and nothing changed.
+            time.sleep(max(5.0, args.resync / 2))  # let the creation's tail settle
+            idle_before = api_requests(plane)
+            own_before = operator_requests(operator)
+            idle_cpu = cpu_seconds(operator.proc.pid)
+            time.sleep(args.resync + 2)
+            idle = delta(api_requests(plane), idle_before)
+            own = delta(operator_requests(operator), own_before)
+            idle_cpu = round(cpu_seconds(operator.proc.pid) - idle_cpu, 1)
             sampler.stop.set()
             report = {
                 f"one model: apply -> children exist (median of {args.singles}) [s]": round(children, 3),
@@ -146,7 +207,17 @@ def main() -> int:
                 f"{args.models} models x 2 versions: creating them took [s]": round(applied, 1),
                 f"{args.models} models x 2 versions: apply -> all Ready [s]": round(many, 1),
                 f"CPU seconds used while {args.models} models were reconciled": cpu,
-                "operator RSS idle [MB]": round(idle, 1),
+                f"API requests per model while {args.models} were created and reconciled":
+                    per_model,
+                "API requests per model: total, writes": [round(sum(per_model.values()), 1),
+                                                          writes(per_model)],
+                f"idle resync cycle ({args.resync:g} s, all {args.singles + args.models} models): "
+                "API requests": idle,
+                "idle resync cycle: writes (all clients: the kwok node, leases...)": writes(idle),
+                "idle resync cycle: the operator's own requests (its metrics)": own,
+                "idle resync cycle: the operator's own writes": writes(own),
+                "idle resync cycle: operator CPU seconds": idle_cpu,
+                "operator RSS idle [MB]": round(idle_rss, 1),
                 "operator RSS peak [MB]": round(sampler.peak, 1),
                 "operator RSS after [MB]": round(rss_mb(operator.proc.pid), 1),
             }

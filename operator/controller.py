@@ -18,8 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from batcomputer.operator import metrics, status
 from batcomputer.operator import reconcile as reconciling
-from batcomputer.operator import status
 from batcomputer.operator.events import EventGate
 from batcomputer.operator.reconcile import Event
 from batcomputer.operator.schedule import Key, Schedule
@@ -73,18 +73,23 @@ class Controller:
             if coalesce:
                 with self._guard:
                     self._waiting.discard(key)
+            started = time.perf_counter()
             try:
                 exists, requeue = self._reconcile(key)
             except Exception as exc:  # noqa: BLE001 - one line; retried with back-off
+                metrics.RECONCILES.labels("failed").inc()
                 delay = self.schedule.failed(key, self.clock())
                 log.warning("Reconciling %s/%s failed, retrying in %.0fs: %s", namespace, name,
                             delay, describe(exc))
                 log.debug("Reconciling %s/%s failed", namespace, name, exc_info=True)
             else:
+                metrics.RECONCILES.labels("ok").inc()
                 if exists:
                     self.schedule.succeeded(key, self.clock())
                 if exists and requeue is not None:
                     self.schedule.soon(key, self.clock() + requeue)
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _reconcile(self, key: Key) -> tuple[bool, float | None]:
         """(False when the BatModel is gone, how soon to look again)."""
@@ -106,6 +111,13 @@ class Controller:
                 self.post(body, event)
                 log.info("%s/%s: %s", namespace, name, event.message)
         return True, outcome.requeue_after
+
+    def queue_depth(self) -> int:
+        """Models whose reconcile is due and not yet run."""
+        return len(self.schedule.due(self.clock()))
+
+    def tracked(self) -> int:
+        return len(self.schedule)
 
     def forget(self, namespace: str, name: str) -> None:
         self.schedule.forget((namespace, name))

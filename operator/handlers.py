@@ -5,9 +5,11 @@ Admission: with a webhook configured, BatModels are reviewed at create and updat
 their MAJOR's API are refused.
 
 Triggers: the BatModel's own changes (create, spec update, resume at start); changes to
-its Deployments and Services (hand edits are undone within a second); changes to its
-pods that are not Ready (a crash, an image or scheduling failure reaches the status
-within a second); and the resync schedule. No kopf timer or deletion handler is
+its children, seen by the operator's watch caches (k8s.Informer; hand edits are undone
+within a second); changes to its pods that are not Ready (a crash, an image or
+scheduling failure reaches the status within a second); and the resync schedule.
+Reconciles read children and pods from those caches, so an unchanged model costs one
+read (the BatModel) and no write. No kopf timer or deletion handler is
 registered, so kopf puts no finalizer on BatModels: a BatModel deleted while the
 operator is down goes at once, and garbage collection removes its children.
 """
@@ -19,15 +21,20 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
-from batcomputer.operator import admission, k8s, labels, leader, status, webhook
+from batcomputer.operator import admission, k8s, labels, leader, metrics, status, webhook
 from batcomputer.operator.controller import Controller
 from batcomputer.operator.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TRIGGERS: Final = frozenset({"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy",
+                             "HorizontalPodAutoscaler", "Pod"})
+"""The kinds whose changes start a reconcile of their model (its API records, ConfigMaps,
+are repaired by the periodic resync)."""
 
 
 def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegistry, Controller]:
@@ -37,9 +44,9 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
     controller = Controller(kube, config, lambda body, event: kube.post_event(
         body, event.type, event.reason, event.message))
     stop = threading.Event()
-    # Pod events are handed to workers so that a burst for one model coalesces into one
-    # reconcile instead of queueing behind the watch.
-    pod_workers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pods")
+    # Child and pod changes are handed to workers, so that a burst for one model
+    # coalesces into one reconcile instead of holding up the watch that reported it.
+    workers = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="changes")
     resource = (labels.GROUP, labels.VERSION, labels.PLURAL)
 
     @kopf.on.startup(registry=registry)
@@ -62,19 +69,23 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
                     kube.register_webhook(hook)
                     stop.wait(config.resync_seconds)
             threading.Thread(target=keep_registered, name="webhook", daemon=True).start()
-        threads = [threading.Thread(target=controller.resync_forever, args=(stop,),
-                                    name="resync", daemon=True)]
-        for namespace in config.namespaces or (None,):
-            threads.append(threading.Thread(
-                target=kube.watch_pods, args=(namespace, on_pod, stop),
-                name=f"pods-{namespace or 'all'}", daemon=True))
-        for thread in threads:
-            thread.start()
+        threading.Thread(target=controller.resync_forever, args=(stop,), name="resync",
+                         daemon=True).start()
+        # Watch caches of the children and pods: reconciles read them instead of listing,
+        # and their changes start reconciles.
+        kube.start_informers(config.namespaces, stop, on_change)
+        if config.metrics_port:
+            try:
+                metrics.serve(config.metrics_port, config.metrics_addr,
+                              controller.queue_depth, controller.tracked)
+            except OSError as exc:
+                log.error("Cannot serve metrics on %s:%s: %s", config.metrics_addr,
+                          config.metrics_port, exc)
 
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:
         stop.set()
-        pod_workers.shutdown(wait=False, cancel_futures=True)
+        workers.shutdown(wait=False, cancel_futures=True)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -111,30 +122,17 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         if type == "DELETED":
             controller.forget(str(meta["namespace"]), str(meta["name"]))
 
-    @kopf.on.event("apps", "v1", "deployments", labels={labels.MANAGED_BY: labels.MANAGER},
-                   registry=registry)
-    @kopf.on.event("", "v1", "services", labels={labels.MANAGED_BY: labels.MANAGER},
-                   registry=registry)
-    @kopf.on.event("policy", "v1", "poddisruptionbudgets",
-                   labels={labels.MANAGED_BY: labels.MANAGER}, registry=registry)
-    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies",
-                   labels={labels.MANAGED_BY: labels.MANAGER}, registry=registry)
-    def on_child(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """A child changed or was deleted: repair it and refresh status. Our own writes
-        arrive here too; they find nothing to do. (The initial listing is covered by
-        resume.)"""
-        if type is None:
-            return
-        meta = body["metadata"]
-        model = meta.get("labels", {}).get(labels.MODEL)
-        if model:
-            controller.reconcile(meta["namespace"], model, coalesce=True)
-
-    def on_pod(event_type: str, pod: dict[str, Any]) -> None:
-        meta = pod.get("metadata", {})
+    def on_change(kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        """A child or pod changed (the cache already has it). A child changed or deleted:
+        repair it and refresh status; our own writes arrive here too and find nothing to
+        do. A pod: only when it tells something new (status.pod_needs_attention)."""
+        meta = obj.get("metadata", {})
         model = (meta.get("labels") or {}).get(labels.MODEL)
-        if model and status.pod_needs_attention(event_type, pod):
-            pod_workers.submit(controller.reconcile, meta["namespace"], model, True)
+        if not model or kind not in TRIGGERS:
+            return
+        if kind == "Pod" and not status.pod_needs_attention(event_type, obj):
+            return
+        workers.submit(controller.reconcile, meta["namespace"], model, True)
 
     return registry, controller
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import json
 import logging
@@ -18,14 +19,14 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Final
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-from batcomputer.operator import labels
+from batcomputer.operator import labels, metrics
 from batcomputer.operator.desired import SERVER_PORT
 from batcomputer.operator.errors import Rejected
 
@@ -35,12 +36,34 @@ Obj = dict[str, Any]
 
 
 def api_client() -> client.ApiClient:
-    """In-cluster credentials in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    """In-cluster credentials in a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config);
+    every request it makes is counted (operator.metrics)."""
     try:
         config.load_incluster_config()
-        return client.ApiClient()
+        api = client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config()
+        api = config.new_client_from_config()
+    return counted(api)
+
+
+def counted(api: client.ApiClient) -> client.ApiClient:
+    """Count each request by verb and resource, and each failure by status."""
+    send = api.rest_client.request
+
+    def request(method: str, url: str, headers: Obj | None = None, *args: Any,
+                **kwargs: Any) -> Any:
+        metrics.count_request(method, url, (headers or {}).get("Content-Type"))
+        try:
+            return send(method, url, headers, *args, **kwargs)
+        except ApiException as exc:
+            metrics.API_ERRORS.labels(str(exc.status or 0)).inc()
+            raise
+        except Exception:
+            metrics.API_ERRORS.labels("0").inc()
+            raise
+
+    api.rest_client.request = request  # type: ignore[method-assign]
+    return api
 
 
 class Cooldown:
@@ -80,6 +103,8 @@ class Kube:
         """Pods that did not answer /api/info, by uid."""
         self._asked = Cooldown(10)
         """MAJORs whose pods were asked for their API."""
+        self.informers: dict[str, list[Informer]] = {}
+        """Watch caches by kind, once `start_informers` ran (else every read lists)."""
         self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
@@ -148,6 +173,27 @@ class Kube:
                  configuration["webhooks"][0]["clientConfig"].get("url") or "its Service")
         return True
 
+    def start_informers(self, namespaces: tuple[str, ...], stop: threading.Event,
+                        on_change: Callable[[str, str, Obj], None]) -> None:
+        """Follow every child kind and the servers' pods (see `Informer`) in daemon threads;
+        ``on_change(kind, type, obj)`` for each change after the first listing."""
+        for kind in (*CHILD_KINDS, "Pod"):
+            for namespace in namespaces or (None,):
+                informer = Informer(self.resources[kind], self.dynamic, kind, namespace,
+                                    functools.partial(on_change, kind))
+                self.informers.setdefault(kind, []).append(informer)
+                threading.Thread(target=informer.run, args=(stop,), daemon=True,
+                                 name=f"watch-{kind.lower()}-{namespace or 'all'}").start()
+
+    def _cached(self, kind: str, namespace: str, match: dict[str, str]) -> list[Obj] | None:
+        """The kind's objects with labels ``match`` from the watch cache; None until it
+        has listed."""
+        informers = self.informers.get(kind)
+        if not informers or not all(i.synced.is_set() for i in informers):
+            return None
+        return [o for i in informers if i.namespace in (None, namespace)
+                for o in i.items(namespace, match)]
+
     def list_objects(self, kind: str, namespace: str, selector: str) -> list[Obj]:
         found = self.resources[kind].get(namespace=namespace, label_selector=selector)
         items: list[Obj] = found.to_dict()["items"]
@@ -159,13 +205,18 @@ class Kube:
         selector = labels.selector(model)
         found: dict[tuple[str, str], Obj] = {}
         for kind in CHILD_KINDS:
-            for item in self.list_objects(kind, namespace, selector):
+            cached = self._cached(kind, namespace, labels.common(model))
+            items = self.list_objects(kind, namespace, selector) if cached is None else cached
+            for item in items:
                 owners = item["metadata"].get("ownerReferences") or []
                 if any(o.get("uid") == owner_uid and o.get("controller") for o in owners):
                     found[(kind, item["metadata"]["name"])] = item
         return found
 
     def pods(self, namespace: str, model: str) -> list[Obj]:
+        cached = self._cached("Pod", namespace, {labels.MODEL: model})
+        if cached is not None:
+            return cached
         return self.list_objects("Pod", namespace, f"{labels.MODEL}={model}")
 
     def delete(self, obj: Obj, orphan: bool = False) -> None:
@@ -266,49 +317,105 @@ class Kube:
             log.warning("Posting the event %r on %s/%s failed: %s", reason, meta["namespace"],
                         meta["name"], str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
 
-    def watch_pods(self, namespace: str | None, on_pod: Callable[[str, Obj], None],
-                   stop: threading.Event, timeout: int = 300) -> None:
-        """Follow the pods of the operator's Deployments (label-selected on the server, so
-        other pods cost nothing) until ``stop``; ``on_pod(type, pod)`` for each change.
-        Resumes from the last resourceVersion; after an error, reconnects with back-off."""
-        selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
-        resource_version: str | None = None
+
+class Informer:
+    """One kind's label-selected objects (the operator's own: managed-by), listed once and
+    then followed with a watch, kept in memory without their managedFields. Reconciles
+    read children and pods from here instead of listing them each time: an unchanged
+    model costs no request. ``on_change(type, obj)`` runs after the store is updated, so
+    a reconcile it starts sees the change."""
+
+    def __init__(self, resource: Any, dynamic: DynamicClient, kind: str, namespace: str | None,
+                 on_change: Callable[[str, Obj], None] | None = None) -> None:
+        self.resource, self.dynamic, self.kind = resource, dynamic, kind
+        self.namespace, self.on_change = namespace, on_change
+        self.selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
+        self.objects: dict[tuple[str, str], Obj] = {}
+        self.synced = threading.Event()
+        self.lock = threading.Lock()
+
+    def items(self, namespace: str, match: dict[str, str]) -> list[Obj]:
+        """The namespace's objects whose labels include ``match``."""
+        with self.lock:
+            return [o for (ns, _), o in self.objects.items() if ns == namespace
+                    and match.items() <= (o["metadata"].get("labels") or {}).items()]
+
+    def run(self, stop: threading.Event, timeout: int = 300) -> None:
+        version: str | None = None
         backoff = 1.0
         while not stop.is_set():
-            watcher = watch.Watch()
-            kwargs: dict[str, Any] = {"label_selector": selector, "timeout_seconds": timeout,
-                                      "_request_timeout": timeout + 30, "allow_watch_bookmarks": True}
-            if resource_version:
-                kwargs["resource_version"] = resource_version
-            if namespace:
-                method: Any = self.core.list_namespaced_pod
-                kwargs["namespace"] = namespace
-            else:
-                method = self.core.list_pod_for_all_namespaces
             try:
-                for event in watcher.stream(method, **kwargs):
+                if version is None:
+                    version = self._list()
+                for event in self.dynamic.watch(self.resource, namespace=self.namespace,
+                                                label_selector=self.selector,
+                                                resource_version=version, timeout=timeout,
+                                                allow_watch_bookmarks=True):
                     if stop.is_set():
-                        watcher.stop()
                         return
-                    pod: Obj = event["raw_object"]
-                    resource_version = pod.get("metadata", {}).get("resourceVersion", resource_version)
+                    obj: Obj = event["raw_object"]
                     if event["type"] == "ERROR":
-                        raise ApiException(status=pod.get("code"), reason=pod.get("message"))
+                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
                     if event["type"] != "BOOKMARK":
-                        on_pod(event["type"], pod)
+                        self._store(event["type"], obj)
                     backoff = 1.0
             except ApiException as exc:
-                if exc.status == 410:  # too old: start again from the current state
-                    resource_version = None
+                if exc.status == 410:  # too old: list again
+                    version = None
                     continue
-                log.warning("Watching pods failed, again in %.0fs: %s %s", backoff, exc.status, exc.reason)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30)
+                version = None
+                backoff = self._failed(stop, backoff, f"{exc.status} {exc.reason}")
+            except DynamicApiError as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                version = None
+                backoff = self._failed(stop, backoff, f"{exc.status} {_message(exc)}")
             except Exception as exc:  # noqa: BLE001 - connection errors: one line, retried
-                log.warning("Watching pods failed, again in %.0fs: %s: %s", backoff,
-                            type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30)
+                version = None
+                backoff = self._failed(stop, backoff, f"{type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+
+    def _list(self) -> str:
+        found = self.resource.get(namespace=self.namespace, label_selector=self.selector).to_dict()
+        objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): trim(o)
+                   for o in found["items"]}
+        with self.lock:
+            self.objects = objects
+        self.synced.set()
+        return str(found["metadata"]["resourceVersion"])
+
+    def _store(self, type_: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self.lock:
+            if type_ == "DELETED":
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = trim(obj)
+        if self.on_change is not None:
+            self.on_change(type_, obj)
+
+    def _failed(self, stop: threading.Event, backoff: float, why: str) -> float:
+        """Until it has listed again, the cache may miss changes: reads list instead."""
+        self.synced.clear()
+        log.warning("Watching %ss failed, again in %.0fs: %s", self.kind, backoff, why)
+        stop.wait(backoff)
+        return min(backoff * 2, 30)
+
+
+def trim(obj: Obj) -> Obj:
+    """What the operator reads of an object: all but its managedFields (often half of it),
+    of which it keeps the server-side applies (reconcile.owns_replicas reads them)."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    applies = [e for e in meta["managedFields"] if e.get("operation") == "Apply"]
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if applies:
+        kept["managedFields"] = applies
+    return {**obj, "metadata": kept}
 
 
 def map_address(ip: str, mapping: tuple[tuple[str, str], ...]) -> str:

@@ -64,6 +64,9 @@ class Settings:
         default_factory=lambda: _resources("100m", "256Mi", "512Mi"))
     liveness_endpoint: str = "http://0.0.0.0:8081/healthz"
     """Where kopf serves the operator's own liveness probe."""
+    metrics_port: int = 8082
+    """Where the operator's own Prometheus metrics are served (/metrics; 0: not served)."""
+    metrics_addr: str = "0.0.0.0"
     cluster_domain: str = "svc"
     """Suffix of in-cluster endpoint URLs: http://<service>.<namespace>.<cluster_domain>/."""
     pod_address_map: tuple[tuple[str, str], ...] = ()
@@ -138,6 +141,12 @@ class Settings:
             values["field_manager"] = v
         if (v := get("LIVENESS_ENDPOINT")) is not None:
             values["liveness_endpoint"] = v
+        if (v := get("METRICS_PORT")) is not None:
+            if not v.isdigit() or not 0 <= int(v) < 65536:
+                raise ValueError(f"{PREFIX}METRICS_PORT={v!r} is not a port number (0: off)")
+            values["metrics_port"] = int(v)
+        if (v := get("METRICS_ADDR")) is not None:
+            values["metrics_addr"] = v
         if (v := get("CLUSTER_DOMAIN")) is not None:
             values["cluster_domain"] = v
         if (v := get("POD_NAMESPACE")) is not None:

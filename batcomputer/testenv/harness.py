@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,7 @@ class OperatorProcess:
                  env: dict[str, str] | None = None) -> None:
         token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE,
                         "--duration=24h").stdout.strip()
+        self.metrics_port = free_port()
         self.plane = plane
         self.kubeconfig = folder / "operator.kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig(plane.state.server, plane.ca_path,
@@ -75,6 +77,8 @@ class OperatorProcess:
                     "BATCOMPUTER_OPERATOR_POD_ADDRESS_MAP": "10.0.0.0/8=127.0.0.0/8",
                     "BATCOMPUTER_OPERATOR_LIVENESS_ENDPOINT":
                         f"http://127.0.0.1:{free_port()}/healthz",
+                    "BATCOMPUTER_OPERATOR_METRICS_ADDR": "127.0.0.1",
+                    "BATCOMPUTER_OPERATOR_METRICS_PORT": str(self.metrics_port),
                     # The admission webhook on loopback, where the API server calls it.
                     "BATCOMPUTER_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
                     "BATCOMPUTER_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
@@ -100,6 +104,13 @@ class OperatorProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def metrics(self) -> str:
+        """The operator's own Prometheus metrics (operator.metrics)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as reply:
+            text: str = reply.read().decode()
+            return text
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
