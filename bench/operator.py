@@ -177,6 +177,7 @@ def main() -> int:
             pids = {**plane.state.pids, "operator": operator.proc.pid}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             requests_before = api_requests(plane)
+            own_created = operator_requests(operator)
             started = time.monotonic()
             with ThreadPoolExecutor(4) as pool:
                 codes = list(pool.map(lambda i: plane.request("POST", path, json=batmodel(
@@ -191,6 +192,7 @@ def main() -> int:
             pids = {**plane.state.pids, "operator": operator.proc.pid}
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
             per_model = delta(api_requests(plane), requests_before, per=args.models)
+            own_per_model = delta(operator_requests(operator), own_created, per=args.models)
             # An idle resync cycle: every model is reconciled once more and nothing changed.
             time.sleep(max(5.0, args.resync / 2))  # let the creation's tail settle
             idle_before = api_requests(plane)
@@ -211,6 +213,8 @@ def main() -> int:
                     per_model,
                 "API requests per model: total, writes": [round(sum(per_model.values()), 1),
                                                           writes(per_model)],
+                "of which the operator's own client's (its metrics; kopf's are not counted)":
+                    own_per_model,
                 f"idle resync cycle ({args.resync:g} s, all {args.singles + args.models} models): "
                 "API requests": idle,
                 "idle resync cycle: writes (all clients: the kwok node, leases...)": writes(idle),

@@ -147,6 +147,8 @@ def choose_version(existing: Published, new: Signature, *, requested: str | None
 
 
 def _derive(published: list[_Entry], new: Signature, bump: str) -> semver.Version:
+    if bump in ("auto", "pre"):
+        refuse_republishing(published, new)
     if bump not in BUMPS:
         raise PublishError(f"--bump must be one of {', '.join(BUMPS)}, not {bump!r}")
     if bump == "release":
@@ -182,6 +184,18 @@ def _next_pre(published: list[_Entry], release: semver.Version,
     return pres[-1].bump_prerelease() if pres else release.replace(prerelease=first)
 
 
+def refuse_republishing(published: list[_Entry], new: Signature,
+                        version: semver.Version | None = None) -> None:
+    """Refuse a model identical to a published release (same API, classifier, parameters
+    and data), whichever release of whichever line it is: it would be the same model
+    under a second number."""
+    for release, signature in reversed(published):
+        if not release.prerelease and signature == new:
+            raise PublishError(f"refusing to publish{f' {version}' if version else ''}: nothing "
+                               f"changed: same API, classifier, parameters and data as "
+                               f"{release}, which is published")
+
+
 def _check(published: list[_Entry], new: Signature, version: semver.Version) -> None:
     refuse_published([v for v, _ in published], version)
     line = [v for v, _ in published if v.major == version.major]
@@ -197,6 +211,7 @@ def _check(published: list[_Entry], new: Signature, version: semver.Version) -> 
     if not in_line and (version.minor or version.patch):
         raise PublishError(f"{version} starts MAJOR {version.major}; use "
                            f"{_like(version, semver.Version(version.major, 0, 0), published)}")
+    refuse_republishing(published, new, version)
     if not below:
         return  # nothing released before it: like a first version
     base, base_sig = (in_line or below)[-1]
@@ -205,11 +220,14 @@ def _check(published: list[_Entry], new: Signature, version: semver.Version) -> 
         raise PublishError(f"refusing to publish {version}: {why} compared with {base}")
     given = bump_between(base, target)
     if given != level:
-        releases = [v for v, _ in published if not v.prerelease]
-        wanted = releases[-1].bump_major() if level is Bump.MAJOR else level.apply(base)
+        # The advice is what --bump auto gives, which these rules accept; it refuses
+        # itself (saying why) when there is nothing new to publish.
+        wanted = _derive(published, new, "auto")
+        line_of = (f", and it is the API of {wanted.major}.x" if wanted.major != version.major
+                   and wanted.major in {v.major for v, _ in published} else "")
         raise PublishError(
             f"{version} is a {given.name} bump from {base}, but {why}, which is a "
-            f"{level.name} change; publish {_like(version, wanted, published)} instead"
+            f"{level.name} change{line_of}; publish {_like(version, wanted, published)} instead"
         )
 
 

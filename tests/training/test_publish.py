@@ -73,6 +73,31 @@ def test_auto_refuses_when_nothing_changed() -> None:
         publish.choose_version(EXISTING, sig(params={"n_estimators": 50}))
 
 
+def test_a_model_identical_to_any_published_release_is_refused() -> None:
+    """Issue 19: auto re-published 1.0.0's model as 1.2.0, comparing only with 1.1.0."""
+    existing = {**EXISTING, V("1.1.1"): sig(params={"n_estimators": 50}, data="d2")}
+    for bump in ("auto", "pre"):
+        with pytest.raises(PublishError, match="nothing changed: same API, classifier, "
+                                               "parameters and data as 1.0.0, which is published"):
+            publish.choose_version(existing, sig(), bump=bump)
+    with pytest.raises(PublishError, match="refusing to publish 1.2.0: nothing changed.* as 1.0.0"):
+        publish.choose_version(existing, sig(), requested="1.2.0")
+
+
+def test_the_advice_names_a_version_that_is_accepted() -> None:
+    """Issue 19: after 2.0.0 (adds place), 1.2.0 with place was told to publish 3.0.0, which
+    was then refused as identical to 2.0.0."""
+    existing = {**EXISTING, V("2.0.0"): sig(api=API2)}
+    with pytest.raises(PublishError, match="nothing changed: .* as 2.0.0, which is published"):
+        publish.choose_version(existing, sig(api=API2), requested="1.2.0")
+    # With something new, the advice is what --bump auto gives, and it is accepted.
+    new = sig(api=API2, params={"n_estimators": 9})
+    with pytest.raises(PublishError, match="publish 2.1.0 instead") as refused:
+        publish.choose_version(existing, new, requested="1.2.0")
+    advice = str(refused.value).rsplit("publish ", 1)[1].split()[0]
+    assert str(publish.choose_version(existing, new, requested=advice)) == "2.1.0"
+
+
 def test_first_version_defaults_to_1_0_0() -> None:
     assert str(publish.choose_version({}, sig())) == "1.0.0"
     assert str(publish.choose_version({}, sig(), requested="0.3.0")) == "0.3.0"
@@ -181,7 +206,8 @@ def test_after_a_pre_release_come_later_pre_releases_and_the_release() -> None:
         publish.choose_version(existing, sig(api=API2), requested="2.0.0-alpha")
     with pytest.raises(PublishError, match="2.1.0 starts MAJOR 2; use 2.0.0"):
         publish.choose_version(existing, sig(api=API2), requested="2.1.0")
-    with pytest.raises(PublishError, match="MAJOR change; publish 2.0.0-rc.2 instead"):
+    with pytest.raises(PublishError, match="MAJOR change, and it is the API of 2.x; publish "
+                                           "2.0.0-rc.2 instead"):
         publish.choose_version(existing, sig(api=API2), requested="1.3.0-rc.1")
 
 
@@ -189,7 +215,7 @@ def test_a_release_is_compared_with_the_release_before_it_not_with_its_rc() -> N
     existing = {**RELEASED, "1.3.0-rc.1": B}
     assert str(publish.choose_version(existing, B, requested="1.3.0")) == "1.3.0"
     assert str(publish.choose_version(existing, B)) == "1.3.0"  # auto: not "nothing changed"
-    with pytest.raises(PublishError, match="refusing to publish 1.3.0: nothing changed.* with 1.2.0"):
+    with pytest.raises(PublishError, match="refusing to publish 1.3.0: nothing changed.* as 1.2.0"):
         publish.choose_version(existing, A, requested="1.3.0")
     with pytest.raises(PublishError, match="1.2.1 is lower than 1.3.0-rc.1"):
         publish.choose_version(existing, sig(data="d2"), requested="1.2.1")
