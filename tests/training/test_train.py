@@ -125,16 +125,25 @@ def test_parse_param() -> None:
         train.parse_param("oops")
 
 
-def test_the_readme_shows_the_real_refusal(tmp_path: Path, crime_data: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_shows_the_real_refusals(tmp_path: Path, crime_data: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's publishing commands, then its two refused versions, as it shows them."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     reg = str(tmp_path / "reg")
     base = ["-q", "train", str(crime_data), "--registry", reg, "--param", "n_estimators=5"]
-    assert cli([*base, "--version", "1.0.0"]) == 0
-    assert cli([*base, "--version", "1.1.0", "--param", "max_depth=12"]) == 0
+    place = ["--features", "force,crime,month,place"]
+    assert cli(base) == 0                                                       # 1.0.0
+    assert cli([*base, "--param", "max_depth=12"]) == 0                         # 1.1.0
+    assert cli(["-q", "train", f"{crime_data}/2024-0[1-2]/*.csv", "--registry", reg,
+                "--param", "n_estimators=5", "--param", "max_depth=12"]) == 0   # 1.1.1
+    assert cli([*base, *place]) == 0                                            # 2.0.0
     capsys.readouterr()
-    assert cli([*base, "--features", "force,crime,month,place", "--version", "1.2.0"]) == 2
-    assert capsys.readouterr().err.strip() in readme
+    assert cli([*base, *place, "--param", "max_depth=12", "--version", "1.2.0"]) == 2
+    advice = capsys.readouterr().err.strip()
+    assert advice.endswith("publish 2.1.0 instead") and advice in readme
+    assert cli([*base, *place, "--version", "1.2.0"]) == 2
+    same = capsys.readouterr().err.strip()
+    assert "as 2.0.0, which is published" in same and same in readme
 
 
 def test_cli_pre_releases_and_build_metadata(tmp_path: Path, crime_data: Path,
