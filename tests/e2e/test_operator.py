@@ -43,9 +43,19 @@ def test_bad_objects_are_refused_by_the_api_server(kubectl: Kubectl, installed: 
                                                    namespace: str) -> None:
     cases = {
         "not semver": ({"versions": [{"version": "1.0", "artifact": "http://127.0.0.1:9/x/"}]},
-                       "spec.versions[0].version"),
+                       "spec.versions[0].version: Invalid value: \"1.0\": version must be a "
+                       "semantic version MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD] such as 1.4.2"),
         "scheme": ({"versions": [{"version": "1.0.0", "artifact": "ftp://x/"}]},
-                   "spec.versions[0].artifact"),
+                   "artifact must be http(s)://HOST/PATH/, pvc://CLAIM/PATH or "
+                   "s3://BUCKET/PREFIX/"),
+        "digest": ({"versions": [{"version": "1.0.0", "artifact": "http://127.0.0.1:9/x/",
+                                  "digest": "sha256:ABC"}]},
+                   "digest must be sha256: followed by the 64 lowercase hex digits"),
+        "promoted not semver": ({"versions": [{"version": "1.0.0", "artifact": "http://127.0.0.1:9/x/"}],
+                                 "promoted": "v1"}, "promoted must be a semantic version"),
+        "s3 endpoint": ({"versions": [{"version": "1.0.0", "artifact": "s3://models/x/"}],
+                         "s3": {"endpoint": "minio:9000"}},
+                        "endpoint must be http(s)://HOST[:PORT], without a path"),
         "two per major": ({"versions": [{"version": "1.0.0", "artifact": "http://127.0.0.1:9/x/"},
                                         {"version": "1.2.0", "artifact": "http://127.0.0.1:9/x/"}]},
                           "at most one version per MAJOR"),
