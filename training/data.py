@@ -16,6 +16,7 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -78,8 +79,12 @@ def find_files(source: str | Path) -> list[Path]:
 def fingerprint(files: list[Path]) -> str:
     """sha256 over the sorted content digests: the same data gives the same
     fingerprint wherever it is stored and whatever its files are called."""
-    digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
-    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return combine_digests(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+
+
+def combine_digests(digests: Iterable[str]) -> str:
+    """The fingerprint of files with these sha256 hex digests (see `fingerprint`)."""
+    return "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
 def _encoding(path: Path, report: ReadReport | None) -> str:
@@ -217,7 +222,8 @@ def _csv_rows(fields: list[pa.Array | str]) -> bytes:
     # The lines lie end to end in the array's data buffer, between its first and last offset.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     first, last = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
-    return lines.buffers()[2].to_pybytes()[first:last]
+    text: bytes = lines.buffers()[2].to_pybytes()[first:last]
+    return text
 
 
 def _months(start: str, count: int) -> list[str]:
