@@ -219,7 +219,7 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
 
     if classifier not in PARALLEL_FIT:
         if classifier in LINEAR:
-            model.fit(x, y, model__sample_weight=weight)
+            _fit_pipeline_weighted(model, x, y, weight)
         else:
             model.fit(x, y, sample_weight=weight)
         return
@@ -246,6 +246,19 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
     # The fitted trees are what they are; the estimator again says what the user asked for.
     model.set_params(**{k: user[k] for k in ("bootstrap", "max_samples", "min_samples_leaf",
                                               "min_weight_fraction_leaf", "warm_start")})
+
+
+def _fit_pipeline_weighted(pipeline: Any, x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> None:
+    """The weights reach the scaler too (its mean and spread are those of the rows), by
+    scikit-learn's metadata routing, on for this fit only."""
+    import sklearn
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        for _, transformer, _ in pipeline.named_steps["encode"].transformers:
+            if hasattr(transformer, "partial_fit"):  # StandardScaler takes weights; OneHotEncoder none
+                transformer.set_fit_request(sample_weight=True)
+        pipeline.named_steps["model"].set_fit_request(sample_weight=True)
+        pipeline.fit(x, y, sample_weight=weight)
 
 
 def _finish(model: Any, lookup: Lookup, config: TrainConfig, params: dict[str, Any],
