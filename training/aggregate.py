@@ -116,7 +116,7 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
     categorical = [n for n in names if features.FEATURES[n].kind == "categorical" and n not in rare]
     seen: dict[str, set[str]] = {n: set() for n in categorical}
     dropped: dict[str, int] = {}
-    parts: list[pd.Series] = []
+    parts: list[pd.DataFrame] = []
     held = 0
     sample: pd.DataFrame | None = None
     usable_rows = 0
@@ -134,7 +134,7 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
         raw[OUTCOME] = frame["caught"].to_numpy()[usable]
         raw[TEST] = split.hold_out(keys, config.seed, config.test_size)
         if counting:
-            parts.append(raw.groupby(list(raw.columns), sort=False).size())
+            parts.append(raw.groupby(list(raw.columns), sort=False).size().reset_index(name=COUNT))
             held += len(parts[-1])
             if held > CONSOLIDATE and len(parts) > 1:
                 parts = [_merge(parts)]
@@ -146,7 +146,8 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
     if dropped and sum(dropped.values()):
         log.info("Dropped %s", ", ".join(f"{n:,} rows {why}" for why, n in dropped.items()))
     if counting:
-        counts = _merge(parts).sort_index().reset_index(name=COUNT) if parts else None
+        keys = [*names, OUTCOME, TEST]
+        counts = _merge(parts).sort_values(keys, kind="stable").reset_index(drop=True) if parts else None
         table = counts if counts is not None else pd.DataFrame(columns=[*names, OUTCOME, TEST, COUNT])
         weight = table[COUNT].to_numpy(dtype=np.float64)
         record: dict[str, Any] = {
@@ -176,11 +177,13 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
                        dropped=dropped, record=record)
 
 
-def _merge(parts: list[pd.Series]) -> pd.Series:
+def _merge(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Partial counts summed per combination."""
     import pandas as pd
 
-    merged: pd.Series = pd.concat(parts).groupby(level=list(range(parts[0].index.nlevels)),
-                                                 sort=False).sum()
+    both = pd.concat(parts, ignore_index=True)
+    keys = [c for c in both.columns if c != COUNT]
+    merged: pd.DataFrame = both.groupby(keys, sort=False)[COUNT].sum().reset_index()
     return merged
 
 

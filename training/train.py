@@ -234,7 +234,8 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
     leaf = user["min_samples_leaf"]
     leaf_rows = leaf if isinstance(leaf, int) else math.ceil(leaf * draws)
     tree_total = draws if user["bootstrap"] else total
-    model.set_params(bootstrap=False, max_samples=None, min_samples_leaf=1, warm_start=True,
+    # One tree per fit call: joblib's pool would only add its start-up and polling.
+    model.set_params(bootstrap=False, max_samples=None, min_samples_leaf=1, warm_start=True, n_jobs=None,
                      min_weight_fraction_leaf=max(user["min_weight_fraction_leaf"],
                                                   leaf_rows / tree_total))
     rng = np.random.default_rng(seed)
@@ -245,7 +246,7 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
         model.fit(x, y, sample_weight=drawn)
     # The fitted trees are what they are; the estimator again says what the user asked for.
     model.set_params(**{k: user[k] for k in ("bootstrap", "max_samples", "min_samples_leaf",
-                                              "min_weight_fraction_leaf", "warm_start")})
+                                              "min_weight_fraction_leaf", "warm_start", "n_jobs")})
 
 
 def _fit_pipeline_weighted(pipeline: Any, x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> None:
