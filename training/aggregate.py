@@ -143,6 +143,10 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
             raw[DRAW] = split.uniform(keys, config.seed, split.SAMPLE)
             sample = _bottom(raw if sample is None else pd.concat([sample, raw], ignore_index=True),
                              sample_rows)
+    # What the batches used is free now; hand it back before training needs memory of its own.
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     if dropped and sum(dropped.values()):
         log.info("Dropped %s", ", ".join(f"{n:,} rows {why}" for why, n in dropped.items()))
     if counting:

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -49,7 +50,10 @@ BLOCK_SIZE: Final = 8 << 20
 """Bytes of CSV per batch: Arrow parses a few blocks at once, so memory stays near
 a small multiple of this."""
 CHUNK: Final = 1 << 20
-ROWS: Final = 100_000
+ROWS: Final = 25_000
+READ_AHEAD: Final = 64 << 20
+"""Files up to this size are parsed whole, ahead, in a second thread; larger ones in
+`BLOCK_SIZE` batches as they are processed, so memory stays bounded for any file."""
 """Usable rows per yielded frame (at least, unless the data runs out)."""
 COLUMNS: Final[tuple[str, ...]] = ("Crime ID", *data.REQUIRED_COLUMNS, *data.OPTIONAL_COLUMNS)
 MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -216,52 +220,21 @@ class _Scan:
         frame["row_key"] = key
         return frame
 
-    def _tables(self, path: Path, encoding: str, checks: _FileChecks, width: int, size: int,
-                done_files: int) -> Iterator[pa.RecordBatch]:
+    def file(self, opened: _Opened, done_files: int) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
 
-        source = pa.OSFile(str(path))
-        try:
-            reader = _reader(source, encoding, checks, width)
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    return
-                yield batch
-                if self.progress is not None:
-                    # The reader reads ahead, so its position runs up to a block early.
-                    self.progress.update(self.done_bytes + min(source.tell(), size), done_files,
-                                         self.report.rows_read)
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"{path}:{data._first_ragged_line(path, encoding)}: not a valid CSV: "
-                            "a row has a different number of fields than the header") from exc
-        finally:
-            source.close()
-
-    def file(self, path: Path, done_files: int) -> Iterator[pd.DataFrame]:
-        import pyarrow as pa
-
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
-        digest, encoding, text = _digest_and_encoding(path, self.report)
-        self.digests.append(digest)
-        header = _header(text)
-        if not header or header == [""]:
-            raise DataError(f"{path}: file is empty (no columns in its header)")
-        missing = [c for c in data.REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise DataError(
-                f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}; "
-                f"a police.uk street-level file has: {', '.join(police.STREET_COLUMNS)}")
-        present = set(header)
-        checks = _FileChecks()
-        file_key = int(digest[:16], 16)
+        path, checks = opened.path, opened.checks
+        self.digests.append(opened.digest)
+        present = set(opened.header)
+        file_key = int(opened.digest[:16], 16)
         line = 2  # the header is line 1
-        size = path.stat().st_size
-        for table in self._tables(path, encoding, checks, len(header), size, done_files):
+        tables = opened.batches if opened.batches is not None else _batches(opened)
+        for table in tables:
             frame = self.batch(table, present, line, file_key, checks)
             line += table.num_rows
+            if self.progress is not None:
+                self.progress.update(self.done_bytes + opened.position(), done_files,
+                                     self.report.rows_read)
             if frame is not None:
                 yield frame
         if checks.short_rows:
@@ -269,7 +242,8 @@ class _Scan:
             # none when parsing in parallel), so they get distinct negative ones for the key,
             # and a broken rule is reported by `read_crimes`' own reader, which knows them.
             short = pa.RecordBatch.from_pydict({name: [r[i] for r in checks.short_rows]
-                              for i, name in enumerate(header) if name in COLUMNS})
+                                                for i, name in enumerate(opened.header)
+                                                if name in COLUMNS})
             frame = self.batch(short, present & set(short.column_names), -len(checks.short_rows),
                                file_key, checks)
             if checks.bad_month or checks.empty:
@@ -277,7 +251,67 @@ class _Scan:
             if frame is not None:
                 yield frame
         checks.raise_first(path)
-        self.done_bytes += size
+        self.done_bytes += opened.size
+
+
+@dataclass
+class _Opened:
+    """A file checked up to its header, and its batches when they were read ahead."""
+
+    path: Path
+    size: int
+    digest: str
+    encoding: str
+    header: list[str]
+    checks: _FileChecks
+    batches: list[pa.RecordBatch] | None = None
+    source: Any = None
+
+    def position(self) -> int:
+        """How far reading has got (the reader reads ahead, so up to a block early)."""
+        if self.batches is not None or self.source is None or self.source.closed:
+            return self.size
+        return min(int(self.source.tell()), self.size)
+
+
+def _open(path: Path, report: ReadReport) -> _Opened:
+    """Digest, encoding and header of a file, and its batches if it is small enough to read
+    ahead (`scan` runs this for the next file while the current one is processed)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
+    digest, encoding, text = _digest_and_encoding(path, report)
+    header = _header(text)
+    if not header or header == [""]:
+        raise DataError(f"{path}: file is empty (no columns in its header)")
+    missing = [c for c in data.REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}; "
+            f"a police.uk street-level file has: {', '.join(police.STREET_COLUMNS)}")
+    opened = _Opened(path, size, digest, encoding, header, _FileChecks())
+    if size <= READ_AHEAD:
+        opened.batches = list(_batches(opened))
+    return opened
+
+
+def _batches(opened: _Opened) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    opened.source = source = pa.OSFile(str(opened.path))
+    try:
+        reader = _reader(source, opened.encoding, opened.checks, len(opened.header))
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+    except pa.ArrowInvalid as exc:
+        line = data._first_ragged_line(opened.path, opened.encoding)
+        raise DataError(f"{opened.path}:{line}: not a valid CSV: "
+                        "a row has a different number of fields than the header") from exc
+    finally:
+        source.close()
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -302,13 +336,20 @@ def scan(source: str | Path, report: ReadReport | None = None, *,
     # each frame's fixed costs downstream are paid per ~ROWS rows, not per file.
     pending: list[pd.DataFrame] = []
     held = 0
-    for i, path in enumerate(files):
-        for frame in state.file(path, i):
-            pending.append(frame)
-            held += len(frame)
-            if held >= ROWS:
-                yield _concat(pending)
-                pending, held = [], 0
+    # One thread opens (hashes, checks, parses) the next file while this one is processed:
+    # most of either job runs outside the GIL, so two cores are both busy.
+    with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
+        ahead = pool.submit(_open, files[0], report)
+        for i in range(len(files)):
+            opened = ahead.result()
+            if i + 1 < len(files):
+                ahead = pool.submit(_open, files[i + 1], report)
+            for frame in state.file(opened, i):
+                pending.append(frame)
+                held += len(frame)
+                if held >= ROWS:
+                    yield _concat(pending)
+                    pending, held = [], 0
     if pending:
         yield _concat(pending)
     if meter is not None:

@@ -240,3 +240,15 @@ def test_cli_streams_by_default_and_records_how(tmp_path: Path, crime_data: Path
     memory = json.loads((tmp_path / "m" / "crime" / "1.0.0" / "metadata.json").read_text())
     assert "aggregation" not in memory["training"]
     assert memory["data"] == meta["data"]
+
+
+def test_files_fail_in_order_although_the_next_is_read_ahead(tmp_path: Path) -> None:
+    write(tmp_path / "a.csv", row(), row(month="2024-3"))
+    (tmp_path / "b.csv").write_text("")
+    with pytest.raises(data.DataError) as old:
+        data.read_crimes(tmp_path)
+    with pytest.raises(data.DataError) as new:
+        streamed(tmp_path)
+    assert str(new.value) == str(old.value) and "a.csv:3: Month '2024-3'" in str(new.value)
+    scan = stream.scan(tmp_path / "a.csv")
+    scan.close()  # a consumer that stops early leaves no thread behind
