@@ -110,6 +110,8 @@ def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
     """Stream ``source`` into a training set (filling ``report`` as `data.read_crimes` does)."""
     import pandas as pd
 
+    if sample_rows < 1:
+        raise ValueError(f"the sample must hold at least one row, not {sample_rows:,}")
     names = config.features
     rare = _rare_lookups(source, config, progress)
     counting = aggregatable(names)
