@@ -1,9 +1,11 @@
 """Read police.uk CSVs as a stream of bounded batches: `data.read_crimes`' rules at Arrow's speed.
 
-`scan` reads one file at a time with pyarrow's CSV reader, `BLOCK_SIZE` bytes per batch,
-and yields each batch's usable rows (their outcome says caught or not caught) as a pandas
-frame with the reader's columns, ``caught`` and ``row_key``. Memory is a few blocks,
-whatever the number of rows, so the whole police.uk archive streams through.
+`scan` reads the files in order with pyarrow's CSV reader and yields their usable rows
+(their outcome says caught or not caught) as pandas frames of at least `ROWS` rows, with the
+reader's columns, ``caught`` and ``row_key``. While one file is processed, a second thread
+hashes, checks and parses the next (police.uk files are one force and month, a few MB;
+a file above `READ_AHEAD` is parsed `BLOCK_SIZE` bytes at a time instead). Memory is a
+couple of files or blocks, whatever the number of rows, so the whole archive streams through.
 
 The rules are `data.read_crimes`' and the tests hold the two readers to the same counts:
 UTF-8 with or without a BOM, else Latin-1 (logged and counted); CRLF or LF; quoted fields,
@@ -51,10 +53,10 @@ BLOCK_SIZE: Final = 8 << 20
 a small multiple of this."""
 CHUNK: Final = 1 << 20
 ROWS: Final = 25_000
+"""Usable rows per yielded frame (at least, unless the data runs out)."""
 READ_AHEAD: Final = 64 << 20
 """Files up to this size are parsed whole, ahead, in a second thread; larger ones in
 `BLOCK_SIZE` batches as they are processed, so memory stays bounded for any file."""
-"""Usable rows per yielded frame (at least, unless the data runs out)."""
 COLUMNS: Final[tuple[str, ...]] = ("Crime ID", *data.REQUIRED_COLUMNS, *data.OPTIONAL_COLUMNS)
 MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
 assert data.MONTH_RE.pattern == MONTH_PATTERN
