@@ -88,7 +88,9 @@ def _rare_lookups(source: str | Path, config: TrainConfig, progress: bool) -> Lo
     checked = rare + tuple(n for n in config.features if features.FEATURES[n].kind == "number")
     counts: dict[str, pd.Series] = {}
     total = 0
-    for frame in stream.scan(source, ReadReport(files=[]), progress=progress, label="Pass 1/2: read"):
+    # Its warnings (Latin-1 files, unknown outcomes) are the second pass's to give.
+    for frame in stream.scan(source, ReadReport(files=[]), progress=progress,
+                             label="Pass 1/2: read", warn=False):
         raw, _ = _usable(frame, checked, {})
         total += len(raw)
         for name in rare:

@@ -87,7 +87,7 @@ def combine_digests(digests: Iterable[str]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
-def _encoding(path: Path, report: ReadReport | None) -> str:
+def _encoding(path: Path, report: ReadReport | None, *, warn: bool = True) -> str:
     """UTF-8 (with or without BOM), else Latin-1, which decodes any byte: some police.uk
     archives hold Windows-exported files. The first non-UTF-8 byte is logged with its
     line and file offset, and the file counted in the report."""
@@ -97,8 +97,9 @@ def _encoding(path: Path, report: ReadReport | None) -> str:
         return "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        log.warning("%s:%d: byte 0x%02x at offset %d is not UTF-8; reading the file as Latin-1",
-                    path, line, data[exc.start], exc.start)
+        if warn:
+            log.warning("%s:%d: byte 0x%02x at offset %d is not UTF-8; reading the file as Latin-1",
+                        path, line, data[exc.start], exc.start)
         if report is not None:
             report.latin1_files.append(path)
         return "latin-1"

@@ -106,7 +106,7 @@ class _FileChecks:
                 raise DataError(f"{path}:{self.empty[column]}: {column!r} is empty")
 
 
-def _digest_and_encoding(path: Path, report: ReadReport) -> tuple[str, str, str]:
+def _digest_and_encoding(path: Path, report: ReadReport, warn: bool) -> tuple[str, str, str]:
     """The file's sha256, the encoding to read it with (UTF-8, else Latin-1, logged and
     counted as `data` does) and its first line of text (the header), in one pass."""
     digest = hashlib.sha256()
@@ -129,7 +129,7 @@ def _digest_and_encoding(path: Path, report: ReadReport) -> tuple[str, str, str]
         except UnicodeDecodeError:
             utf8 = False
     # data._encoding reads the file again to log where it stops being UTF-8 (a rare path).
-    encoding = "utf-8" if utf8 else data._encoding(path, report)
+    encoding = "utf-8" if utf8 else data._encoding(path, report, warn=warn)
     text = first.decode("utf-8" if utf8 else "latin-1", errors="replace").removeprefix("\ufeff")
     return digest.hexdigest(), encoding, text
 
@@ -276,13 +276,13 @@ class _Opened:
         return min(int(self.source.tell()), self.size)
 
 
-def _open(path: Path, report: ReadReport) -> _Opened:
+def _open(path: Path, report: ReadReport, warn: bool) -> _Opened:
     """Digest, encoding and header of a file, and its batches if it is small enough to read
     ahead (`scan` runs this for the next file while the current one is processed)."""
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
-    digest, encoding, text = _digest_and_encoding(path, report)
+    digest, encoding, text = _digest_and_encoding(path, report, warn)
     header = _header(text)
     if not header or header == [""]:
         raise DataError(f"{path}: file is empty (no columns in its header)")
@@ -323,10 +323,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def scan(source: str | Path, report: ReadReport | None = None, *,
-         progress: bool = False, label: str = "Read") -> Iterator[pd.DataFrame]:
+         progress: bool = False, label: str = "Read", warn: bool = True) -> Iterator[pd.DataFrame]:
     """Yield the usable rows of every file, batch by batch, filling ``report`` (counts,
     drops, Latin-1 files, fingerprint) as `data.read_crimes` does; its errors are raised
-    when the data turns out to be unusable, after the last batch."""
+    when the data turns out to be unusable, after the last batch. Without ``warn``, what
+    `read_crimes` would log as a warning is only counted (for a second pass)."""
     files = data.find_files(source)
     report = report if report is not None else ReadReport(files=files)
     report.files = files
@@ -341,11 +342,11 @@ def scan(source: str | Path, report: ReadReport | None = None, *,
     # One thread opens (hashes, checks, parses) the next file while this one is processed:
     # most of either job runs outside the GIL, so two cores are both busy.
     with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
-        ahead = pool.submit(_open, files[0], report)
+        ahead = pool.submit(_open, files[0], report, warn)
         for i in range(len(files)):
             opened = ahead.result()
             if i + 1 < len(files):
-                ahead = pool.submit(_open, files[i + 1], report)
+                ahead = pool.submit(_open, files[i + 1], report, warn)
             for frame in state.file(opened, i):
                 pending.append(frame)
                 held += len(frame)
@@ -357,7 +358,7 @@ def scan(source: str | Path, report: ReadReport | None = None, *,
     if meter is not None:
         meter.update(state.done_bytes, len(files), report.rows_read, final=True)
     report.fingerprint = data.combine_digests(state.digests)
-    if report.unknown_outcomes:
+    if warn and report.unknown_outcomes:
         log.warning("Dropped rows with outcomes not in the target definition: %s",
                     dict(Counter(report.unknown_outcomes).most_common(10)))
     if not report.rows_kept:

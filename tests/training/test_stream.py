@@ -252,3 +252,16 @@ def test_files_fail_in_order_although_the_next_is_read_ahead(tmp_path: Path) -> 
     assert str(new.value) == str(old.value) and "a.csv:3: Month '2024-3'" in str(new.value)
     scan = stream.scan(tmp_path / "a.csv")
     scan.close()  # a consumer that stops early leaves no thread behind
+
+
+def test_a_second_pass_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "a.csv", *[row(outcome="Abducted by aliens")] * 3, row(),
+          row(outcome="Unable to prosecute suspect"))
+    (tmp_path / "b.csv").write_bytes("\n".join([HEADER, row(location="On or near Caf\xe9"), ""])
+                                     .encode("latin-1"))
+    config = train.TrainConfig(features=("force", "crime", "place"))
+    with caplog.at_level(logging.WARNING):
+        rows = collected(tmp_path, config)
+    assert rows.record["passes"] == 2
+    assert caplog.text.count("Abducted by aliens") == 1
+    assert caplog.text.count("is not UTF-8") == 1
