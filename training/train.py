@@ -236,8 +236,9 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
     tree_total = draws if user["bootstrap"] else total
     # One tree per fit call: joblib's pool would only add its start-up and polling.
     model.set_params(bootstrap=False, max_samples=None, min_samples_leaf=1, warm_start=True, n_jobs=None,
-                     min_weight_fraction_leaf=max(user["min_weight_fraction_leaf"],
-                                                  leaf_rows / tree_total))
+                     # scikit-learn's ceiling: at 0.5 no split is possible anyway.
+                     min_weight_fraction_leaf=min(0.5, max(user["min_weight_fraction_leaf"],
+                                                           leaf_rows / tree_total)))
     rng = np.random.default_rng(seed)
     share = weight / weight.sum()
     for trees in range(1, user["n_estimators"] + 1):
