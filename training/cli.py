@@ -54,6 +54,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr.add_argument("--test-size", type=float, default=0.2)
     tr.add_argument("--min-place-share", type=float, default=0.005,
                     help="places with a smaller share of the rows become 'Other' (default 0.005)")
+    tr.add_argument("--engine", choices=["stream", "memory"], default="stream",
+                    help="stream (default): read the files in bounded batches and train on "
+                         "counts per combination of inputs (or a bounded sample when an input "
+                         "is continuous), in memory bounded by combinations, not rows; "
+                         "memory: read every row into memory and train on the rows")
+    tr.add_argument("--sample-rows", type=int, default=1_000_000, metavar="N",
+                    help="with --engine stream and a continuous input (latitude, longitude): "
+                         "train on a uniform sample of at most N rows (default 1,000,000)")
     tr.add_argument("--no-pickle", dest="pickles", action="store_false",
                     help="publish no pickles: only model.onnx, lookup.json and flags.json, "
                          "which servers that refuse pickles load (refused if the model "
@@ -99,9 +107,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         publish.refuse_published(map(publish.parse_version, existing),
                                  publish.parse_version(args.version))
 
-    crimes, report = data.read_crimes(args.data)
-    log.info("Data: %s", report.summary())
-    trained = train.train(crimes, config)
+    if args.engine == "memory":
+        crimes, report = data.read_crimes(args.data)
+        log.info("Data: %s", report.summary())
+        trained = train.train(crimes, config)
+    else:
+        from batcomputer.training import aggregate
+
+        report = data.ReadReport(files=[])
+        rows = aggregate.collect(args.data, config, report, sample_rows=args.sample_rows,
+                                 progress=not args.quiet)
+        log.info("Data: %s", report.summary())
+        trained = train.train_set(rows, config)
     summary = publish.DataSummary(fingerprint=report.fingerprint, files=len(report.files),
                                   rows_read=report.rows_read,
                                   rows_used=report.rows_kept - sum(trained.dropped.values()),

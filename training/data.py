@@ -16,12 +16,14 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from batcomputer.errors import UserError
 from batcomputer.training import police
@@ -77,11 +79,15 @@ def find_files(source: str | Path) -> list[Path]:
 def fingerprint(files: list[Path]) -> str:
     """sha256 over the sorted content digests: the same data gives the same
     fingerprint wherever it is stored and whatever its files are called."""
-    digests = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
-    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return combine_digests(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
 
 
-def _encoding(path: Path, report: ReadReport | None) -> str:
+def combine_digests(digests: Iterable[str]) -> str:
+    """The fingerprint of files with these sha256 hex digests (see `fingerprint`)."""
+    return "sha256:" + hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+
+def _encoding(path: Path, report: ReadReport | None, *, warn: bool = True) -> str:
     """UTF-8 (with or without BOM), else Latin-1, which decodes any byte: some police.uk
     archives hold Windows-exported files. The first non-UTF-8 byte is logged with its
     line and file offset, and the file counted in the report."""
@@ -91,8 +97,9 @@ def _encoding(path: Path, report: ReadReport | None) -> str:
         return "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        log.warning("%s:%d: byte 0x%02x at offset %d is not UTF-8; reading the file as Latin-1",
-                    path, line, data[exc.start], exc.start)
+        if warn:
+            log.warning("%s:%d: byte 0x%02x at offset %d is not UTF-8; reading the file as Latin-1",
+                        path, line, data[exc.start], exc.start)
         if report is not None:
             report.latin1_files.append(path)
         return "latin-1"
@@ -194,6 +201,32 @@ def read_crimes(source: str | Path) -> tuple[pd.DataFrame, ReadReport]:
 
 # --------------------------------------------------------------------------- generation
 
+def _decimal(values: np.ndarray) -> pa.Array:
+    """Floats as CSV text the way pandas writes them: Python's shortest round-trip form.
+    Arrow writes the same digits, but never an exponent or a trailing ".0", so those
+    few values are written by Python."""
+    import pyarrow.compute as pc
+
+    text = pa.array(values).cast(pa.string())
+    odd = (np.abs(values) < 1e-4) | (values == np.round(values))
+    if not odd.any():
+        return text
+    return pc.replace_with_mask(text, pa.array(odd), pa.array([repr(float(v)) for v in values[odd]]))
+
+
+def _csv_rows(fields: list[pa.Array | str]) -> bytes:
+    """One CSV line per row from columns of text without separators or quotes (the
+    generated values have none), joined by Arrow rather than row by row in Python."""
+    import pyarrow.compute as pc
+
+    lines = pc.binary_join_element_wise(*fields, ",")
+    # The lines lie end to end in the array's data buffer, between its first and last offset.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    first, last = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+    text: bytes = lines.buffers()[2].to_pybytes()[first:last]
+    return text
+
+
 def _months(start: str, count: int) -> list[str]:
     year, month = (int(x) for x in start.split("-"))
     out = []
@@ -258,6 +291,21 @@ def generate(out_dir: str | Path, *, seed: int = 42, months: int = 12, start: st
     not_caught_outcomes = sorted(police.NOT_CAUGHT_OUTCOMES)
     open_outcomes = sorted(police.OPEN_OUTCOMES)
 
+    # Vectorised: every per-row value is an index into a table of strings (or effects), and
+    # each file is one Arrow join of its columns. The rng draws come in the same order as
+    # they always have, so the same seed gives the same rows.
+    crime_effect = np.array([crime_base[c] for c in crimes])
+    crime_text = pa.array(crimes)
+    place_text = pa.array(["On or near " + p for p in (*police.PLACES, *streets)])
+    place_logit = np.array([place_effect[p] for p in police.PLACES] + [0.0] * len(streets))
+    outcome_text = pa.array(["", *caught_outcomes, *not_caught_outcomes, *open_outcomes])
+    first_not_caught = 1 + len(caught_outcomes)
+    first_open = first_not_caught + len(not_caught_outcomes)
+    lsoa_code = pa.array([f"E01{x:06d}" for x in range(35000)])
+    lsoa_name = pa.array([f"Area {x // 7:04d}{chr(65 + x % 7)}" for x in range(35000)])
+    asb = crimes.index("Anti-social behaviour")
+    header = (",".join(police.STREET_COLUMNS) + "\n").encode()
+
     written: list[Path] = []
     for month in _months(start, months):
         month_number = int(month[5:])
@@ -266,44 +314,32 @@ def generate(out_dir: str | Path, *, seed: int = 42, months: int = 12, start: st
         folder.mkdir(parents=True, exist_ok=True)
         for force in forces:
             n = rows_per_file
-            crime = rng.choice(crimes, size=n, p=crime_weight)
+            crime = rng.choice(len(crimes), size=n, p=crime_weight)
             on_place = rng.random(n) < 0.45
-            place = np.where(on_place, rng.choice(police.PLACES, size=n),
-                             rng.choice(streets, size=n))
-            logit = np.array([crime_base[c] for c in crime]) + force_effect[force] + season
-            logit += np.where(on_place, [place_effect.get(p, 0.0) for p in place], 0.0)
+            place = np.where(on_place, rng.choice(len(police.PLACES), size=n),
+                             len(police.PLACES) + rng.choice(len(streets), size=n))
+            logit = crime_effect[crime] + force_effect[force] + season + place_logit[place]
             # The rng calls keep their order (and so every other column its values);
             # "caught" is decided once the map point it depends on is drawn.
             chance = rng.random(n)
             is_open = rng.random(n) < 0.08
-            caught_outcome = rng.choice(caught_outcomes, size=n)
-            not_caught_outcome = rng.choice(not_caught_outcomes, size=n)
-            open_outcome = rng.choice(open_outcomes, size=n)
+            caught_outcome = 1 + rng.choice(len(caught_outcomes), size=n)
+            not_caught_outcome = first_not_caught + rng.choice(len(not_caught_outcomes), size=n)
+            open_outcome = first_open + rng.choice(len(open_outcomes), size=n)
             lon = rng.uniform(-4.5, 1.5, n).round(6)
             lat = rng.uniform(50.3, 55.5, n).round(6)
             lsoa = rng.integers(0, 35000, n)
             caught = chance < 1.0 / (1.0 + np.exp(-(logit + _urban(lat, lon))))
             outcome = np.where(caught, caught_outcome, not_caught_outcome)
             outcome = np.where(is_open, open_outcome, outcome)
-            outcome = np.where(crime == "Anti-social behaviour", "", outcome)
-            ids = [hashlib.sha256(f"{seed}/{month}/{force}/{i}".encode()).hexdigest()
-                   for i in range(n)]
-            frame = pd.DataFrame({
-                "Crime ID": np.where(crime == "Anti-social behaviour", "", ids),
-                "Month": month,
-                "Reported by": force,
-                "Falls within": force,
-                "Longitude": lon,
-                "Latitude": lat,
-                "Location": ["On or near " + p for p in place],
-                "LSOA code": [f"E01{x:06d}" for x in lsoa],
-                "LSOA name": [f"Area {x // 7:04d}{chr(65 + x % 7)}" for x in lsoa],
-                "Crime type": crime,
-                "Last outcome category": outcome,
-                "Context": "",
-            }, columns=list(police.STREET_COLUMNS))
+            outcome = np.where(crime == asb, 0, outcome)
+            ids = pa.array(["" if c == asb else hashlib.sha256(f"{seed}/{month}/{force}/{i}".encode())
+                            .hexdigest() for i, c in enumerate(crime.tolist())])
             path = folder / f"{month}-{police.FORCES[force]}-street.csv"
-            frame.to_csv(path, index=False, lineterminator="\n")
+            path.write_bytes(header + _csv_rows([
+                ids, month, force, force, _decimal(lon), _decimal(lat), place_text.take(place),
+                lsoa_code.take(lsoa), lsoa_name.take(lsoa), crime_text.take(crime),
+                outcome_text.take(outcome), "\n"]))  # the last field, Context, is empty
             written.append(path)
         log.info("Generated %s (%d files)", month, len(forces))
     return written

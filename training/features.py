@@ -117,22 +117,27 @@ def build_lookup(raw: pd.DataFrame, *, min_share: float = 0.005, max_values: int
     """Codes are given in sorted value order, so the same data gives the same lookup.
     Values of a ``rare_to_other`` feature that make up less than ``min_share`` of
     the rows (or beyond the ``max_values`` most frequent) become 'Other'."""
-    min_count = max(1, int(min_share * len(raw)))
     lookup: Lookup = {}
     for name in raw.columns:
-        feature = FEATURES[name]
-        if feature.kind != "categorical":
+        if FEATURES[name].kind != "categorical":
             lookup[name] = NUMERIC
             continue
-        counts = raw[name].value_counts()
-        if feature.rare_to_other:
-            frequent = counts[counts >= min_count].sort_index(kind="stable")
-            frequent = frequent.sort_values(ascending=False, kind="stable").head(max_values - 1)
-            values = sorted(set(frequent.index) | {OTHER})
-        else:
-            values = sorted(counts.index)
-        lookup[name] = {str(v): i for i, v in enumerate(values)}
+        lookup[name] = lookup_from_counts(name, raw[name].value_counts(), len(raw),
+                                          min_share=min_share, max_values=max_values)
     return lookup
+
+
+def lookup_from_counts(name: str, counts: pd.Series, rows: int, *, min_share: float = 0.005,
+                       max_values: int = 30) -> dict[str, int]:
+    """A categorical feature's codes from its values' row counts (see `build_lookup`)."""
+    min_count = max(1, int(min_share * rows))
+    if FEATURES[name].rare_to_other:
+        frequent = counts[counts >= min_count].sort_index(kind="stable")
+        frequent = frequent.sort_values(ascending=False, kind="stable").head(max_values - 1)
+        values = sorted(set(frequent.index) | {OTHER})
+    else:
+        values = sorted(counts.index)
+    return {str(v): i for i, v in enumerate(values)}
 
 
 def encode(raw: pd.DataFrame, lookup: Lookup) -> np.ndarray:

@@ -472,6 +472,7 @@ def metadata(name: str, version: semver.Version, trained: TrainedModel, config: 
             "features": list(config.features),
             "seed": config.seed,
             "test_size": config.test_size,
+            **({"aggregation": trained.aggregation} if trained.aggregation else {}),
         },
         "metrics": trained.metrics,
         "data": {

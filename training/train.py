@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from batcomputer.training.aggregate import TrainingSet
+
 log = logging.getLogger(__name__)
 
 # Labels of predict_proba's columns, in classes_ order (target False, True).
@@ -110,6 +112,9 @@ class TrainedModel:
     dropped: dict[str, int] = field(default_factory=dict)
     """Rows left out because a selected feature had no usable value, by reason
     (merged into metadata's data.dropped)."""
+    aggregation: dict[str, Any] = field(default_factory=dict)
+    """How streamed rows became the training set (`aggregate`), for metadata.json's
+    training.aggregation; empty when the model was trained on the rows themselves."""
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -133,7 +138,6 @@ def target(crimes: pd.DataFrame) -> np.ndarray:
 
 def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
     params = config.resolved_params()
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
 
     cls = estimator_class(config.classifier)
@@ -162,14 +166,121 @@ def train(crimes: pd.DataFrame, config: TrainConfig) -> TrainedModel:
     model = estimator(config.classifier, fit_params, lookup).fit(x_train, y_train)
     log.info("Trained in %.1fs; scoring %s hold-out rows", time.monotonic() - started,
              f"{len(x_test):,}")
+    return _finish(model, lookup, config, params, x_train, x_test, y_test, None, dropped)
+
+
+def train_set(data: TrainingSet, config: TrainConfig) -> TrainedModel:
+    """Train on a streamed training set (`aggregate.collect`): rows weighted by how many
+    rows of the data they stand for, hold-out rows chosen per row before counting."""
+    import numpy as np
+
+    params = config.resolved_params()
+    test = data.test
+    y = data.caught
+    if len(np.unique(y[~test])) < 2 or not test.any():
+        raise UserError(f"{int(data.weight.sum()):,} usable rows: training needs rows of both "
+                        "outcomes in the training set and a hold-out set")
+    x = features.encode(data.raw, data.lookup)
+    fit_params = dict(params)
+    if config.classifier in PARALLEL_FIT and "n_jobs" not in dict(config.params):
+        fit_params["n_jobs"] = -1
+    log.info("Training %s(%s) on %s rows (%s distinct, weighted) x %d features",
+             estimator_class(config.classifier).__name__,
+             ", ".join(f"{k}={v}" for k, v in params.items()),
+             f"{int(data.weight[~test].sum()):,}", f"{int((~test).sum()):,}", x.shape[1])
+    started = time.monotonic()
+    model = estimator(config.classifier, fit_params, data.lookup)
+    fit_weighted(model, config.classifier, x[~test], y[~test], data.weight[~test], seed=config.seed)
+    log.info("Trained in %.1fs; scoring %s hold-out rows", time.monotonic() - started,
+             f"{int(data.weight[test].sum()):,}")
+    trained = _finish(model, data.lookup, config, params, x[~test], x[test], y[test],
+                      data.weight[test], data.dropped, rows_train=int(data.weight[~test].sum()))
+    trained.aggregation = data.record
+    return trained
+
+
+def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weight: np.ndarray,
+                 *, seed: int) -> None:
+    """Fit on rows that each stand for ``weight`` identical rows.
+
+    Logistic regression and gradient boosting minimise a sum of per-row losses, so a row
+    of weight n is n rows: the objective is the same. (HistGradientBoosting still counts
+    rows, not weights, for ``min_samples_leaf`` and its early-stopping split.)
+
+    A forest's tree sees a bootstrap of the rows: drawn one by one, N draws put
+    Multinomial(N, weight / N) rows into the cells, so each tree is fitted on exactly that
+    draw, which gives the trees the distribution they have on the rows themselves. Without
+    bootstrap every tree gets the counts. ``min_samples_leaf`` counts rows, so it becomes
+    the same number of rows by weight (``min_weight_fraction_leaf``) and 1 distinct row.
+    """
+    import math
+
+    import numpy as np
+
+    if classifier not in PARALLEL_FIT:
+        if classifier in LINEAR:
+            _fit_pipeline_weighted(model, x, y, weight)
+        else:
+            model.fit(x, y, sample_weight=weight)
+        return
+    user = model.get_params()
+    if user.get("oob_score"):
+        raise UserError("oob_score needs the rows themselves: train with --engine memory")
+    total = int(weight.sum())
+    draws = total
+    if user["bootstrap"] and user["max_samples"] is not None:
+        max_samples = user["max_samples"]
+        draws = max_samples if isinstance(max_samples, int) else max(1, round(max_samples * total))
+    leaf = user["min_samples_leaf"]
+    leaf_rows = leaf if isinstance(leaf, int) else math.ceil(leaf * draws)
+    tree_total = draws if user["bootstrap"] else total
+    # One tree per fit call: joblib's pool would only add its start-up and polling.
+    model.set_params(bootstrap=False, max_samples=None, min_samples_leaf=1, warm_start=True, n_jobs=None,
+                     # scikit-learn's ceiling: at 0.5 no split is possible anyway.
+                     min_weight_fraction_leaf=min(0.5, max(user["min_weight_fraction_leaf"],
+                                                           leaf_rows / tree_total)))
+    rng = np.random.default_rng(seed)
+    share = weight / weight.sum()
+    for trees in range(1, user["n_estimators"] + 1):
+        drawn = rng.multinomial(draws, share).astype(np.float64) if user["bootstrap"] else weight
+        model.set_params(n_estimators=trees)
+        model.fit(x, y, sample_weight=drawn)
+    # The fitted trees are what they are; the estimator again says what the user asked for.
+    model.set_params(**{k: user[k] for k in ("bootstrap", "max_samples", "min_samples_leaf",
+                                              "min_weight_fraction_leaf", "warm_start", "n_jobs")})
+
+
+def _fit_pipeline_weighted(pipeline: Any, x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> None:
+    """The weights reach the scaler too (its mean and spread are those of the rows), by
+    scikit-learn's metadata routing, on for this fit only."""
+    import sklearn
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        for _, transformer, _ in pipeline.named_steps["encode"].transformers:
+            if hasattr(transformer, "partial_fit"):  # StandardScaler takes weights; OneHotEncoder none
+                transformer.set_fit_request(sample_weight=True)
+        pipeline.named_steps["model"].set_fit_request(sample_weight=True)
+        pipeline.fit(x, y, sample_weight=weight)
+
+
+def _finish(model: Any, lookup: Lookup, config: TrainConfig, params: dict[str, Any],
+            x_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+            w_test: np.ndarray | None, dropped: dict[str, int],
+            rows_train: int | None = None) -> TrainedModel:
+    """Score the hold-out rows (each standing for ``w_test`` rows, when given) and
+    assemble what publish writes."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
     proba = model.predict_proba(x_test)[:, 1]
+    rows_test = len(x_test) if w_test is None else int(w_test.sum())
     metrics: dict[str, float | int] = {
-        "accuracy": round(float(accuracy_score(y_test, proba >= 0.5)), 6),
-        "roc_auc": round(float(roc_auc_score(y_test, proba)), 6),
-        "log_loss": round(float(log_loss(y_test, proba)), 6),
-        "positive_rate": round(float(y_test.mean()), 6),
-        "rows_train": len(x_train),
-        "rows_test": len(x_test),
+        "accuracy": round(float(accuracy_score(y_test, proba >= 0.5, sample_weight=w_test)), 6),
+        "roc_auc": round(float(roc_auc_score(y_test, proba, sample_weight=w_test)), 6),
+        "log_loss": round(float(log_loss(y_test, proba, sample_weight=w_test)), 6),
+        "positive_rate": round(float(np.average(y_test, weights=w_test)), 6),
+        "rows_train": len(x_train) if rows_train is None else rows_train,
+        "rows_test": rows_test,
     }
     # A model pickled with n_jobs=-1 spins up a thread pool on every predict call.
     if hasattr(model, "n_jobs"):

@@ -1,0 +1,369 @@
+"""Read police.uk CSVs as a stream of bounded batches: `data.read_crimes`' rules at Arrow's speed.
+
+`scan` reads the files in order with pyarrow's CSV reader and yields their usable rows
+(their outcome says caught or not caught) as pandas frames of at least `ROWS` rows, with the
+reader's columns, ``caught`` and ``row_key``. While one file is processed, a second thread
+hashes, checks and parses the next (police.uk files are one force and month, a few MB;
+a file above `READ_AHEAD` is parsed `BLOCK_SIZE` bytes at a time instead). Memory is a
+couple of files or blocks, whatever the number of rows, so the whole archive streams through.
+
+The rules are `data.read_crimes`' and the tests hold the two readers to the same counts:
+UTF-8 with or without a BOM, else Latin-1 (logged and counted); CRLF or LF; quoted fields,
+commas and newlines inside them; every field stripped; empty outcomes, open outcomes and
+unknown outcomes dropped and counted; the same fingerprint. A bad file raises `DataError`
+with the file, the line and the problem, and when one file breaks several rules the
+message is the one `read_crimes` gives (a bad month first, then an empty force or crime
+type), so the checks are collected over the whole file and raised at its end. Rows with too
+few fields are read as if padded with empty fields, as pandas does; rows with too many
+make the file invalid.
+
+``row_key`` identifies a row whatever the files are called and wherever they are stored:
+a hash of its Crime ID, or, for a row without one, of its file's content digest and line.
+The hold-out split and the training sample are drawn from it (see `split`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from batcomputer.training import data, police, split
+from batcomputer.training.data import DataError, ReadReport
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE: Final = 8 << 20
+"""Bytes of CSV per batch: Arrow parses a few blocks at once, so memory stays near
+a small multiple of this."""
+CHUNK: Final = 1 << 20
+ROWS: Final = 25_000
+"""Usable rows per yielded frame (at least, unless the data runs out)."""
+READ_AHEAD: Final = 64 << 20
+"""Files up to this size are parsed whole, ahead, in a second thread; larger ones in
+`BLOCK_SIZE` batches as they are processed, so memory stays bounded for any file."""
+COLUMNS: Final[tuple[str, ...]] = ("Crime ID", *data.REQUIRED_COLUMNS, *data.OPTIONAL_COLUMNS)
+MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
+assert data.MONTH_RE.pattern == MONTH_PATTERN
+
+
+@dataclass
+class Progress:
+    """Logs files and rows read, the rate and the time left, at most every ``every`` seconds."""
+
+    total_bytes: int
+    files: int
+    label: str = "Read"
+    every: float = 5.0
+    started: float = field(default_factory=time.monotonic)
+    last: float = field(default_factory=time.monotonic)
+
+    def update(self, done_bytes: int, files_done: int, rows_read: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        left = (self.total_bytes - done_bytes) * elapsed / done_bytes if done_bytes else float("nan")
+        eta = "done" if final else f"ETA {left:,.0f} s"
+        log.info("%s %d/%d files, %s rows in %.0f s (%s rows/s, %.0f MB/s), %s", self.label,
+                 files_done, self.files, f"{rows_read:,}", elapsed, f"{rows_read / elapsed:,.0f}",
+                 done_bytes / elapsed / 1e6, eta)
+
+
+@dataclass
+class _FileChecks:
+    """The first line breaking each rule in one file (raised at the file's end, in
+    `read_crimes`' order), and how many rows have a bad month."""
+
+    bad_month: tuple[int, str] | None = None
+    bad_months: int = 0
+    empty: dict[str, int] = field(default_factory=dict)
+    short_rows: list[list[str]] = field(default_factory=list)
+
+    def raise_first(self, path: Path) -> None:
+        if self.bad_month is not None:
+            line, value = self.bad_month
+            raise DataError(f"{path}:{line}: Month {value!r} is not YYYY-MM "
+                            f"({self.bad_months} such row(s) in this file)")
+        for column in ("Reported by", "Crime type"):
+            if column in self.empty:
+                raise DataError(f"{path}:{self.empty[column]}: {column!r} is empty")
+
+
+def _digest_and_encoding(path: Path, report: ReadReport, warn: bool) -> tuple[str, str, str]:
+    """The file's sha256, the encoding to read it with (UTF-8, else Latin-1, logged and
+    counted as `data` does) and its first line of text (the header), in one pass."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True
+    first = b""
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+            if len(first) < CHUNK:
+                first += chunk
+            if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    # data._encoding reads the file again to log where it stops being UTF-8 (a rare path).
+    encoding = "utf-8" if utf8 else data._encoding(path, report, warn=warn)
+    text = first.decode("utf-8" if utf8 else "latin-1", errors="replace").removeprefix("\ufeff")
+    return digest.hexdigest(), encoding, text
+
+
+def _header(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text)), [])
+
+
+def _reader(source: Any, encoding: str, checks: _FileChecks, width: int) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def invalid(row: Any) -> str:
+        if row.actual_columns > row.expected_columns:
+            return "error"
+        fields = _header(row.text)
+        checks.short_rows.append(fields + [""] * (width - len(fields)))
+        return "skip"
+
+    return pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, encoding=encoding),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=list(COLUMNS), include_missing_columns=True,
+            column_types=dict.fromkeys(COLUMNS, pa.string()),
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+
+
+OUTCOME_SETS: Final[dict[str, frozenset[str]]] = {
+    "caught": police.CAUGHT_OUTCOMES, "not_caught": police.NOT_CAUGHT_OUTCOMES,
+    "open": police.OPEN_OUTCOMES}
+
+
+class _Scan:
+    """The state of one scan: the report, and the counts its final checks need."""
+
+    def __init__(self, files: list[Path], report: ReadReport, progress: Progress | None) -> None:
+        self.files, self.report, self.progress = files, report, progress
+        self.digests: list[str] = []
+        self.caught = self.not_caught = 0
+        self.done_bytes = 0
+
+    def batch(self, table: pa.RecordBatch, present: set[str], first_line: int, file_key: int,
+              checks: _FileChecks) -> pd.DataFrame | None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = table.num_rows
+        if n == 0:
+            return None
+        column = {c: (pc.utf8_trim_whitespace(table[c]) if c in present
+                      else pa.repeat(pa.scalar("", pa.string()), n)) for c in COLUMNS}
+        month_ok = pc.match_substring_regex(column["Month"], MONTH_PATTERN).to_numpy(zero_copy_only=False)
+        if not month_ok.all():
+            bad = np.flatnonzero(~month_ok)
+            checks.bad_months += len(bad)
+            if checks.bad_month is None:
+                checks.bad_month = (first_line + int(bad[0]), column["Month"][int(bad[0])].as_py())
+        for name in ("Reported by", "Crime type"):
+            if name not in checks.empty:
+                empty = pc.equal(column[name], "").to_numpy(zero_copy_only=False)
+                if empty.any():
+                    checks.empty[name] = first_line + int(np.flatnonzero(empty)[0])
+        outcome = column["Last outcome category"]
+        kind = {k: pc.is_in(outcome, value_set=pa.array(sorted(v))).to_numpy(zero_copy_only=False)
+                for k, v in OUTCOME_SETS.items()}
+        no_outcome = pc.equal(outcome, "").to_numpy(zero_copy_only=False)
+        unknown = ~(no_outcome | kind["open"] | kind["caught"] | kind["not_caught"])
+        report = self.report
+        report.rows_read += n
+        report.dropped["without an outcome"] += int(no_outcome.sum())
+        report.dropped["with an open outcome"] += int(kind["open"].sum())
+        report.dropped["with an unknown outcome"] += int(unknown.sum())
+        if unknown.any():
+            report.unknown_outcomes.update(outcome.filter(pa.array(unknown)).to_pylist())
+        usable = kind["caught"] | kind["not_caught"]
+        kept = int(usable.sum())
+        report.rows_kept += kept
+        caught = kind["caught"][usable]
+        self.caught += int(caught.sum())
+        self.not_caught += kept - int(caught.sum())
+        if not kept:
+            return None
+        mask = pa.array(usable)
+        lines = first_line + np.flatnonzero(usable)
+        key = split.row_keys(column["Crime ID"].filter(mask), file_key, lines)
+        frame = pa.RecordBatch.from_pydict({c: column[c].filter(mask) for c in COLUMNS[1:]}).to_pandas()
+        frame["caught"] = caught
+        frame["row_key"] = key
+        return frame
+
+    def file(self, opened: _Opened, done_files: int) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+
+        path, checks = opened.path, opened.checks
+        self.digests.append(opened.digest)
+        present = set(opened.header)
+        file_key = int(opened.digest[:16], 16)
+        line = 2  # the header is line 1
+        tables = opened.batches if opened.batches is not None else _batches(opened)
+        for table in tables:
+            frame = self.batch(table, present, line, file_key, checks)
+            line += table.num_rows
+            if self.progress is not None:
+                self.progress.update(self.done_bytes + opened.position(), done_files,
+                                     self.report.rows_read)
+            if frame is not None:
+                yield frame
+        if checks.short_rows:
+            # Rows with too few fields, padded; their lines are not known here (Arrow reports
+            # none when parsing in parallel), so they get distinct negative ones for the key,
+            # and a broken rule is reported by `read_crimes`' own reader, which knows them.
+            short = pa.RecordBatch.from_pydict({name: [r[i] for r in checks.short_rows]
+                                                for i, name in enumerate(opened.header)
+                                                if name in COLUMNS})
+            frame = self.batch(short, present & set(short.column_names), -len(checks.short_rows),
+                               file_key, checks)
+            if checks.bad_month or checks.empty:
+                data._read_one(path)
+            if frame is not None:
+                yield frame
+        checks.raise_first(path)
+        self.done_bytes += opened.size
+
+
+@dataclass
+class _Opened:
+    """A file checked up to its header, and its batches when they were read ahead."""
+
+    path: Path
+    size: int
+    digest: str
+    encoding: str
+    header: list[str]
+    checks: _FileChecks
+    batches: list[pa.RecordBatch] | None = None
+    source: Any = None
+
+    def position(self) -> int:
+        """How far reading has got (the reader reads ahead, so up to a block early)."""
+        if self.batches is not None or self.source is None or self.source.closed:
+            return self.size
+        return min(int(self.source.tell()), self.size)
+
+
+def _open(path: Path, report: ReadReport, warn: bool) -> _Opened:
+    """Digest, encoding and header of a file, and its batches if it is small enough to read
+    ahead (`scan` runs this for the next file while the current one is processed)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
+    digest, encoding, text = _digest_and_encoding(path, report, warn)
+    header = _header(text)
+    if not header or header == [""]:
+        raise DataError(f"{path}: file is empty (no columns in its header)")
+    missing = [c for c in data.REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}; "
+            f"a police.uk street-level file has: {', '.join(police.STREET_COLUMNS)}")
+    opened = _Opened(path, size, digest, encoding, header, _FileChecks())
+    if size <= READ_AHEAD:
+        opened.batches = list(_batches(opened))
+    return opened
+
+
+def _batches(opened: _Opened) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    opened.source = source = pa.OSFile(str(opened.path))
+    try:
+        reader = _reader(source, opened.encoding, opened.checks, len(opened.header))
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+    except pa.ArrowInvalid as exc:
+        line = data._first_ragged_line(opened.path, opened.encoding)
+        raise DataError(f"{opened.path}:{line}: not a valid CSV: "
+                        "a row has a different number of fields than the header") from exc
+    finally:
+        source.close()
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def scan(source: str | Path, report: ReadReport | None = None, *,
+         progress: bool = False, label: str = "Read", warn: bool = True) -> Iterator[pd.DataFrame]:
+    """Yield the usable rows of every file, batch by batch, filling ``report`` (counts,
+    drops, Latin-1 files, fingerprint) as `data.read_crimes` does; its errors are raised
+    when the data turns out to be unusable, after the last batch. Without ``warn``, what
+    `read_crimes` would log as a warning is only counted (for a second pass)."""
+    files = data.find_files(source)
+    report = report if report is not None else ReadReport(files=files)
+    report.files = files
+    for reason in ("without an outcome", "with an open outcome", "with an unknown outcome"):
+        report.dropped.setdefault(reason, 0)
+    meter = Progress(sum(f.stat().st_size for f in files), len(files), label) if progress else None
+    state = _Scan(files, report, meter)
+    # Small files (police.uk has one per force and month) are yielded together, so that
+    # each frame's fixed costs downstream are paid per ~ROWS rows, not per file.
+    pending: list[pd.DataFrame] = []
+    held = 0
+    # One thread opens (hashes, checks, parses) the next file while this one is processed:
+    # most of either job runs outside the GIL, so two cores are both busy.
+    with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
+        ahead = pool.submit(_open, files[0], report, warn)
+        for i in range(len(files)):
+            opened = ahead.result()
+            if i + 1 < len(files):
+                ahead = pool.submit(_open, files[i + 1], report, warn)
+            for frame in state.file(opened, i):
+                pending.append(frame)
+                held += len(frame)
+                if held >= ROWS:
+                    yield _concat(pending)
+                    pending, held = [], 0
+    if pending:
+        yield _concat(pending)
+    if meter is not None:
+        meter.update(state.done_bytes, len(files), report.rows_read, final=True)
+    report.fingerprint = data.combine_digests(state.digests)
+    if warn and report.unknown_outcomes:
+        log.warning("Dropped rows with outcomes not in the target definition: %s",
+                    dict(Counter(report.unknown_outcomes).most_common(10)))
+    if not report.rows_kept:
+        raise DataError(
+            f"{source}: no usable rows: none of the {report.rows_read:,} rows has an outcome "
+            f"that says whether a suspect was caught ({report.summary()})")
+    if not (state.caught and state.not_caught):
+        raise DataError(f"{source}: every usable row has the same outcome; nothing to learn")
