@@ -25,13 +25,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from batcomputer.training import features, split, stream
-from batcomputer.training.data import ReadReport
+from batcomputer.training.data import ReadReport, Source
 from batcomputer.training.features import Lookup
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ def _usable(frame: pd.DataFrame, names: tuple[str, ...],
     return raw[usable].reset_index(drop=True), usable
 
 
-def _rare_lookups(source: str | Path, config: TrainConfig, progress: bool) -> Lookup:
+def _rare_lookups(source: Source, config: TrainConfig, progress: bool) -> Lookup:
     """The first pass: count the values of features whose rare values become "Other"."""
 
     rare = tuple(n for n in config.features if features.FEATURES[n].rare_to_other)
@@ -107,7 +106,7 @@ def _fold_rare(raw: pd.DataFrame, rare: Lookup) -> None:
         raw[name] = raw[name].where(raw[name].isin(list(codes)), features.OTHER)
 
 
-def collect(source: str | Path, config: TrainConfig, report: ReadReport, *,
+def collect(source: Source, config: TrainConfig, report: ReadReport, *,
             sample_rows: int = SAMPLE_ROWS, progress: bool = False) -> TrainingSet:
     """Stream ``source`` into a training set (filling ``report`` as `data.read_crimes` does)."""
     import pandas as pd

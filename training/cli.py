@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         description="Train on police.uk street-level CSVs and publish "
                                     "<registry>/<name>/<version>/ (a folder or an "
                                     "S3-compatible bucket).")
-    tr.add_argument("data", help="a CSV file, a folder of CSVs (recursive) or a glob")
+    tr.add_argument("data", nargs="+",
+                    help="CSV files, folders of CSVs (recursive) or globs of either, e.g. "
+                         "data/ or 'data/2024-0[1-6]' (quoted or not)")
     tr.add_argument("--registry", required=True,
                     help="registry: a folder or s3://BUCKET/PREFIX (endpoint, region and "
                          "credentials from BATCOMPUTER_S3_ENDPOINT or AWS_ENDPOINT_URL, "

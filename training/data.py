@@ -16,7 +16,7 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -60,8 +60,19 @@ class ReadReport:
         return ", ".join(parts)
 
 
-def find_files(source: str | Path) -> list[Path]:
-    """Resolve a file, a folder (recursive) or a glob to a sorted list of CSV files."""
+Source = str | Path | Sequence[str | Path]
+"""Where the data is: a CSV file, a folder (searched recursively), a glob (of files or
+folders), or several of these."""
+
+
+def find_files(source: Source) -> list[Path]:
+    """Resolve ``source`` to a sorted list of CSV files, each once. A folder, or a folder a
+    glob matches (``data/2024-0[1-6]``), gives every .csv file under it."""
+    if not isinstance(source, str | Path):
+        files = sorted({f for each in source for f in find_files(each)})
+        if not files:
+            raise DataError("no data given: name CSV files, folders or globs")
+        return files
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.csv") if p.is_file())
@@ -70,10 +81,14 @@ def find_files(source: str | Path) -> list[Path]:
         return files
     if path.is_file():
         return [path]
-    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
-    if not matches:
-        raise DataError(f"{source}: no such file, folder or matching glob")
-    return matches
+    matches = [Path(p) for p in glob.glob(str(source), recursive=True)]
+    found = sorted({f for m in matches
+                    for f in ([m] if m.is_file() else m.rglob("*.csv") if m.is_dir() else [])
+                    if f.is_file()})
+    if not found:
+        raise DataError(f"{source}: no such file, folder or matching glob"
+                        if not matches else f"{source}: matches no .csv files")
+    return found
 
 
 def fingerprint(files: list[Path]) -> str:
@@ -154,7 +169,7 @@ def _first_ragged_line(path: Path, encoding: str = "utf-8") -> int | str:
     return "?"
 
 
-def read_crimes(source: str | Path) -> tuple[pd.DataFrame, ReadReport]:
+def read_crimes(source: Source) -> tuple[pd.DataFrame, ReadReport]:
     """Read every file and keep rows whose outcome says caught or not caught.
 
     Returns columns Month, Reported by, Location, Crime type, Last outcome

@@ -322,7 +322,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def scan(source: str | Path, report: ReadReport | None = None, *,
+def scan(source: data.Source, report: ReadReport | None = None, *,
          progress: bool = False, label: str = "Read", warn: bool = True) -> Iterator[pd.DataFrame]:
     """Yield the usable rows of every file, batch by batch, filling ``report`` (counts,
     drops, Latin-1 files, fingerprint) as `data.read_crimes` does; its errors are raised

@@ -146,3 +146,20 @@ def test_generated_crimes_near_a_city_are_caught_more_often(crime_data: Path) ->
     birmingham = np.hypot(lat - 52.486, (lon + 1.890) * 0.61) < 0.3
     near = london | birmingham
     assert crimes["caught"][near].mean() > crimes["caught"][~near].mean() + 0.05
+
+
+def test_data_may_be_several_sources_and_globs_of_folders(crime_data: Path,
+                                                          tmp_path: Path) -> None:
+    """Issue 19: `data/2024-0[1-2]` (a glob of folders) and the shell's expansion of it into
+    several arguments both name the CSVs under those folders, each once."""
+    months = [crime_data / "2024-01", crime_data / "2024-02"]
+    expected = sorted(f for m in months for f in m.rglob("*.csv"))
+    assert data.find_files(f"{crime_data}/2024-0[1-2]") == expected
+    assert data.find_files([str(m) for m in months]) == expected
+    assert data.find_files([months[0], f"{crime_data}/2024-0[1-2]/*.csv", months[1]]) == expected
+    (tmp_path / "2024-01").mkdir()
+    (tmp_path / "2024-01" / "notes.txt").write_text("not data")
+    with pytest.raises(data.DataError, match="2024-0.: matches no .csv files"):
+        data.find_files(f"{tmp_path}/2024-0?")
+    with pytest.raises(data.DataError, match="no such file, folder or matching glob"):
+        data.find_files(f"{tmp_path}/1999-*")
