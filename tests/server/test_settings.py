@@ -73,3 +73,24 @@ def test_pickles_are_allowed_unless_turned_off(raw: str, allowed: bool) -> None:
     assert Settings().allow_pickle is True  # the image turns it off (Dockerfile.server)
     assert Settings.from_env({"BATCOMPUTER_ALLOW_PICKLE": raw}).allow_pickle is allowed
     assert Settings.from_env({"BATCOMPUTER_ALLOW_PICKLE": raw}, allow_pickle=True).allow_pickle
+
+
+def test_the_readme_gives_every_flag_and_every_setting() -> None:
+    """The README's `serve` synopsis has exactly the flags `serve --help` has, and every
+    setting is named, as a flag or a variable (issue 19: they had drifted apart)."""
+    import argparse
+    import dataclasses
+    import re
+
+    from batcomputer.server.cli import add_arguments
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    synopsis = readme.split("batcomputer serve [", 1)[1].split("```", 1)[0]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+    assert set(re.findall(r"--[a-z-]+", synopsis)) == flags
+    variables = set(re.findall(r"BATCOMPUTER_[A-Z0-9_]+", readme))
+    for field in dataclasses.fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in flags or f"BATCOMPUTER_{field.name.upper()}" in variables, field.name
