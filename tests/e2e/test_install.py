@@ -182,3 +182,22 @@ def test_manifests_name_the_images_of_this_version() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert container["image"] == f"batcomputer-operator:{VERSION}"
     assert env["BATCOMPUTER_OPERATOR_SERVER_IMAGE"] == f"batcomputer-server:{VERSION}"
+
+
+def test_uninstall_as_the_readme_says_leaves_nothing(cluster: ControlPlane, kube: Kubectl,
+                                                     installed: dict[str, Any], ns: str,
+                                                     artifacts: str) -> None:
+    """`kubectl delete -k manifests/` with a BatModel still there: the CRD, the model and
+    its children all go (BatModels carry no finalizer; issue 19 saw one stuck)."""
+    kube("apply", "-f", "-", input=batmodel(artifacts, "1.0.0", replicas=1), namespace=ns)
+    wait_for(lambda: get(kube, ns, "deployments", "-l", "batcomputer.io/model=crime")["items"],
+             timeout=60, what="the model's Deployment")
+    assert not get(kube, ns, "bm", "crime")["metadata"].get("finalizers")
+    kube("delete", "-k", str(REPO / "manifests"), "--wait=false")
+
+    def gone() -> bool:
+        crd = kube("get", "crd", "batmodels.batcomputer.io", check=False)
+        children = get(kube, ns, "deployments,services,configmaps",
+                       "-l", "batcomputer.io/model=crime")["items"]
+        return crd.returncode != 0 and not children
+    wait_for(gone, timeout=120, what="the CRD, the BatModel and its children deleted")
