@@ -1,0 +1,61 @@
+"""The README's runnable blocks run, in order, and print what the README shows
+(tests/readme.py says how blocks are marked). Sessions that need the local cluster are in
+tests/e2e."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from readme import Command, blocks, matches, parse, run, strip_comment, unmarked
+from serverkit import start, stop
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_commands_comments_and_expected_output_are_read_as_a_shell_user_would() -> None:
+    assert parse(["make setup && source .venv/bin/activate",
+                  "batcomputer train data/ --registry r/   # crime 1.0.0",
+                  "echo '# not a comment'"]) == [Command("batcomputer train data/ --registry r/"),
+                                                 Command("echo '# not a comment'")]
+    assert parse(["$ batcomputer versions r/ crime", "VERSION  CREATED", "1.0.0 …", "",
+                  "$ true"]) == [Command("batcomputer versions r/ crime", ["VERSION  CREATED", "1.0.0 …"]),
+                                 Command("true")]
+    assert strip_comment('curl -d "{#1}" x # post') == 'curl -d "{#1}" x '
+    assert matches("{\"caught\": 0.8…}", "{\"caught\": 0.8081021308898926}")
+    assert not matches("publish 2.1.0 instead", "publish 3.0.0 instead")
+
+
+def test_a_block_that_fails_or_prints_otherwise_names_its_line(tmp_path: Path) -> None:
+    [block] = blocks("<!-- runs: x -->\n```\n$ echo hello\nhello world\n```\n")
+    with pytest.raises(AssertionError, match="line 2: \\$ echo hello\nshould print: hello world"):
+        run(block, tmp_path)
+    [failing] = blocks("<!-- runs: x -->\n```bash\nfalse\n```\n")
+    with pytest.raises(AssertionError, match="exited 1"):
+        run(failing, tmp_path)
+
+
+def test_every_shell_block_runs_or_says_why_not() -> None:
+    assert unmarked(README.read_text()) == [], "mark them <!-- runs: … --> or <!-- not run: … -->"
+
+
+def test_the_training_and_serving_chapters_run_as_written(tmp_path: Path) -> None:
+    """Generate data, publish 1.0.0, 1.1.0, 1.1.1 and 2.0.0, list them, then the two
+    refused versions, exactly as the README shows them; then serve 1.0.0 and send the
+    README's requests: the same answers, to the digit."""
+    runnable = blocks(README.read_text())
+    chapter = [b for b in runnable if b.session == "training"]
+    assert len(chapter) >= 2
+    for block in chapter:
+        run(block, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "registry" / "crime").iterdir()) == [
+        "1.0.0", "1.1.0", "1.1.1", "2.0.0"]
+    served = start(str(tmp_path / "registry" / "crime" / "1.0.0"), tmp_path / "cache",
+                   "--workers", "1")
+    try:
+        serving = [b for b in runnable if b.session == "serving"]
+        assert serving
+        for block in serving:
+            run(block, tmp_path, URL=served.url)
+    finally:
+        stop(served)
