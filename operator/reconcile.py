@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from batcomputer import apicontract
 from batcomputer.operator import analysis, canary, desired, drift, history, labels, spec, status
@@ -175,7 +175,29 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     if _changed(previous, new_status):
         api.patch_status(model.namespace, model.name, new_status)
     delays = [plan.requeue_after for plan in plans.values() if plan.requeue_after is not None]
-    return Outcome(new_status, events, min(delays) if delays else None)
+    return Outcome(new_status, combine(events), min(delays) if delays else None)
+
+
+COMBINED: Final = ("Created", "Deleted")
+"""Reasons whose Events of one reconcile are posted as one: a new model makes five or
+more objects at once, and each Event is a write the API server must take."""
+
+
+def combine(events: list[Event]) -> list[Event]:
+    """``events`` with those of each COMBINED reason joined into one, where the first was."""
+    out: list[Event] = []
+    joined: dict[str, int] = {}
+    for event in events:
+        if event.reason not in COMBINED or event.type != "Normal":
+            out.append(event)
+        elif event.reason in joined:
+            first = out[joined[event.reason]]
+            rest = event.message.removeprefix(f"{event.reason} ")
+            out[joined[event.reason]] = Event(first.type, first.reason, f"{first.message}; {rest}")
+        else:
+            joined[event.reason] = len(out)
+            out.append(event)
+    return out
 
 
 def _canary_plans(model: spec.ModelSpec, api: Api, previous: Obj, canaries: dict[int, Obj],
