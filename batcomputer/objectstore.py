@@ -43,6 +43,10 @@ class NotFound(ObjectStoreError):
     """The key (or bucket) does not exist."""
 
 
+class NoSuchBucket(NotFound):
+    """The bucket itself does not exist."""
+
+
 class DeadlineExceeded(ObjectStoreError):
     """A read that went on past its deadline."""
 
@@ -201,7 +205,7 @@ class Store:
             return True
         except Exception as exc:
             error = self._explain(exc, key)
-            if isinstance(error, NotFound) and "bucket" not in str(error):
+            if isinstance(error, NotFound) and not isinstance(error, NoSuchBucket):
                 return False
             raise error from exc
 
@@ -238,7 +242,7 @@ class Store:
         if isinstance(exc, S3Error):
             code = exc.code or ""
             if code == "NoSuchBucket":
-                return NotFound(f"bucket {bucket!r} does not exist at {endpoint}")
+                return NoSuchBucket(f"bucket {bucket!r} does not exist at {endpoint}")
             if code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound") or \
                     exc.response.status == 404:
                 return NotFound(f"{where} not found")

@@ -330,15 +330,20 @@ class Informer:
         self.resource, self.dynamic, self.kind = resource, dynamic, kind
         self.namespace, self.on_change = namespace, on_change
         self.selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
-        self.objects: dict[tuple[str, str], Obj] = {}
+        self.objects: dict[tuple[str, str], dict[str, Obj]] = {}
+        """By (namespace, model label): name -> object, so a reconcile reads its model's
+        objects without scanning everyone's."""
+        self.bucket: dict[tuple[str, str], tuple[str, str]] = {}
+        """(namespace, name) -> its key in ``objects``."""
         self.synced = threading.Event()
         self.lock = threading.Lock()
 
     def items(self, namespace: str, match: dict[str, str]) -> list[Obj]:
         """The namespace's objects whose labels include ``match``."""
+        found = self.objects.get((namespace, match.get(labels.MODEL, "")), {})
         with self.lock:
-            return [o for (ns, _), o in self.objects.items() if ns == namespace
-                    and match.items() <= (o["metadata"].get("labels") or {}).items()]
+            return [o for o in found.values()
+                    if match.items() <= (o["metadata"].get("labels") or {}).items()]
 
     def run(self, stop: threading.Event, timeout: int = 300) -> None:
         version: str | None = None
@@ -379,23 +384,34 @@ class Informer:
 
     def _list(self) -> str:
         found = self.resource.get(namespace=self.namespace, label_selector=self.selector).to_dict()
-        objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): trim(o)
-                   for o in found["items"]}
         with self.lock:
-            self.objects = objects
+            self.objects, self.bucket = {}, {}
+            for obj in found["items"]:
+                self._put(trim(obj))
         self.synced.set()
         return str(found["metadata"]["resourceVersion"])
 
     def _store(self, type_: str, obj: Obj) -> None:
-        meta = obj["metadata"]
-        key = (meta["namespace"], meta["name"])
         with self.lock:
-            if type_ == "DELETED":
-                self.objects.pop(key, None)
-            else:
-                self.objects[key] = trim(obj)
+            self._drop(obj)
+            if type_ != "DELETED":
+                self._put(trim(obj))
         if self.on_change is not None:
             self.on_change(type_, obj)
+
+    def _put(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        bucket = (meta["namespace"], (meta.get("labels") or {}).get(labels.MODEL, ""))
+        self.objects.setdefault(bucket, {})[meta["name"]] = obj
+        self.bucket[(meta["namespace"], meta["name"])] = bucket
+
+    def _drop(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        bucket = self.bucket.pop((meta["namespace"], meta["name"]), None)
+        if bucket is not None:
+            self.objects[bucket].pop(meta["name"], None)
+            if not self.objects[bucket]:
+                del self.objects[bucket]
 
     def _failed(self, stop: threading.Event, backoff: float, why: str) -> float:
         """Until it has listed again, the cache may miss changes: reads list instead."""

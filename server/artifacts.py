@@ -186,9 +186,9 @@ class S3Source:
                                    deadline=deadline)
         except objectstore.DeadlineExceeded as exc:
             raise DeadlineExceeded(f"reading {self.uri}{name}") from exc
+        except objectstore.NoSuchBucket as exc:
+            raise ArtifactError(str(exc)) from exc
         except objectstore.NotFound as exc:
-            if "bucket" in str(exc):
-                raise ArtifactError(str(exc)) from exc
             raise ArtifactError(f"{name} is missing from {self.uri}") from exc
         except objectstore.ObjectStoreError as exc:
             raise ArtifactError(str(exc)) from exc

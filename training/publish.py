@@ -393,9 +393,9 @@ class S3Registry(Registry):
     def read_metadata(self, name: str, version: str) -> dict[str, Any] | None:
         try:
             raw = self.store.read(self._key(name, version, METADATA), limit=16 * 1024**2)
-        except objectstore.NotFound as exc:
-            if "bucket" in str(exc):
-                raise
+        except objectstore.NoSuchBucket:
+            raise
+        except objectstore.NotFound:
             return None
         return json.loads(raw)  # type: ignore[no-any-return]
 

@@ -34,6 +34,14 @@ def stored(s3: S3, location: str, secret: str, name: str = "stored") -> str:
                         "credentialsSecret": secret}}})
 
 
+def wait_degraded(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    def degraded() -> dict[str, Any] | None:
+        bm = get(kubectl, ns, "bm", name)
+        return bm if condition(bm, "Degraded").get("status") == "True" else None
+    found: dict[str, Any] = wait_for(degraded, timeout=120, what=f"BatModel {name} Degraded")
+    return found
+
+
 def secret(kubectl: Kubectl, ns: str, name: str, key_id: str, key: str) -> None:
     kubectl("create", "secret", "generic", name, f"--from-literal=AWS_ACCESS_KEY_ID={key_id}",
             f"--from-literal=AWS_SECRET_ACCESS_KEY={key}", namespace=ns)
@@ -67,10 +75,7 @@ def test_wrong_credentials_are_reported_and_the_good_version_keeps_serving(
     kubectl("apply", "-f", "-", input=stored(s3, s3_registry, "wrong-store", name="denied"),
             namespace=namespace)
 
-    def degraded() -> dict[str, Any] | None:
-        bm = get(kubectl, namespace, "bm", "denied")
-        return bm if condition(bm, "Degraded").get("status") == "True" else None
-    bm = wait_for(degraded, timeout=120, what="BatModel denied Degraded")
+    bm = wait_degraded(kubectl, namespace, "denied")
     message = bm["status"]["versions"][0]["message"]
     assert "access denied to s3://models/registry/crime/1.0.0/metadata.json" in message, message
     assert "not-the-secret-value" not in yaml.safe_dump(bm)
@@ -85,10 +90,7 @@ def test_a_missing_secret_is_reported(kubectl: Kubectl, operator: OperatorProces
     kubectl("apply", "-f", "-", input=stored(s3, s3_registry, "absent", name="unkeyed"),
             namespace=namespace)
 
-    def degraded() -> dict[str, Any] | None:
-        bm = get(kubectl, namespace, "bm", "unkeyed")
-        return bm if condition(bm, "Degraded").get("status") == "True" else None
-    bm = wait_for(degraded, timeout=120, what="BatModel unkeyed Degraded")
+    bm = wait_degraded(kubectl, namespace, "unkeyed")
     message = bm["status"]["versions"][0]["message"]
     # The kubelet says: secret "absent" not found; the podlet (whose lookups do not tell a
     # missing Secret from a missing key): couldn't find key ... in Secret NS/absent.

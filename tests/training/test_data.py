@@ -5,21 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from crimecsv import HEADER, row, write
 
 from batcomputer.training import data, police
-
-HEADER = ",".join(police.STREET_COLUMNS)
-
-
-def write(path: Path, *rows: str, header: str = HEADER) -> Path:
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
-
-
-def row(month: str = "2024-03", force: str = "Kent Police", crime: str = "Burglary",
-        outcome: str = "Offender given a caution", location: str = "On or near Supermarket") -> str:
-    return ",".join(["abc", month, force, force, "0.1", "51.2", location, "E01000001",
-                     "Area 1", crime, outcome, ""])
 
 
 def test_generate_is_police_uk_shaped_and_deterministic(tmp_path: Path) -> None:

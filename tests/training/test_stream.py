@@ -11,22 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from crimecsv import HEADER, row, write
 
 from batcomputer.cli import main as cli
-from batcomputer.training import aggregate, data, police, split, stream, train
-
-HEADER = ",".join(police.STREET_COLUMNS)
-
-
-def write(path: Path, *rows: str) -> Path:
-    path.write_text("\n".join([HEADER, *rows]) + "\n")
-    return path
-
-
-def row(month: str = "2024-03", force: str = "Kent Police", crime: str = "Burglary",
-        outcome: str = "Offender given a caution", location: str = "On or near Supermarket") -> str:
-    return ",".join(["abc", month, force, force, "0.1", "51.2", location, "E01000001",
-                     "Area 1", crime, outcome, ""])
+from batcomputer.training import aggregate, data, split, stream, train
 
 
 def streamed(source: str | Path) -> tuple[pd.DataFrame, data.ReadReport]:
