@@ -31,9 +31,10 @@ Obj = dict[str, Any]
 
 
 class Api(reconciling.Api, Protocol):
-    """reconcile's `Api`, and reading the BatModel itself (batcomputer.operator.k8s.Kube)."""
+    """reconcile's `Api`, and reading the BatModel itself (batcomputer.operator.k8s.Kube):
+    with ``cached``, as last seen (by the watch or in the answer to a write)."""
 
-    def batmodel(self, namespace: str, name: str) -> Obj | None: ...
+    def batmodel(self, namespace: str, name: str, cached: bool = False) -> Obj | None: ...
 
 
 def describe(exc: BaseException) -> str:
@@ -60,9 +61,14 @@ class Controller:
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
         self._waiting: set[Key] = set()
         self._guard = threading.Lock()
+        self._seen: dict[Key, tuple[Any, ...]] = {}
 
-    def reconcile(self, namespace: str, name: str, coalesce: bool = False) -> None:
-        """Reconcile one model now; never raises (failures are retried by the schedule)."""
+    def reconcile(self, namespace: str, name: str, coalesce: bool = False,
+                  cached: bool = False) -> None:
+        """Reconcile one model now; never raises (failures are retried by the schedule).
+        ``cached``: start from the BatModel as last seen, for reconciles that a watch
+        started (it has just seen the model); the resync and retries read it afresh, so
+        that a watch that missed a change cannot keep a model from converging."""
         key = (namespace, name)
         if coalesce:
             with self._guard:
@@ -75,7 +81,7 @@ class Controller:
                     self._waiting.discard(key)
             started = time.perf_counter()
             try:
-                exists, requeue = self._reconcile(key)
+                exists, requeue = self._reconcile(key, cached)
             except Exception as exc:  # noqa: BLE001 - one line; retried with back-off
                 metrics.RECONCILES.labels("failed").inc()
                 delay = self.schedule.failed(key, self.clock())
@@ -91,10 +97,10 @@ class Controller:
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-    def _reconcile(self, key: Key) -> tuple[bool, float | None]:
+    def _reconcile(self, key: Key, cached: bool) -> tuple[bool, float | None]:
         """(False when the BatModel is gone, how soon to look again)."""
         namespace, name = key
-        body = self.api.batmodel(namespace, name)
+        body = self.api.batmodel(namespace, name, cached)
         if body is None:
             self.forget(namespace, name)
             return False, None
@@ -112,6 +118,20 @@ class Controller:
                 log.info("%s/%s: %s", namespace, name, event.message)
         return True, outcome.requeue_after
 
+    def changed(self, body: Obj) -> bool:
+        """Whether the watch's ``body`` differs from the last one seen of its model in what a
+        reconcile acts on: first sight, the spec (its generation), the annotations (the
+        admin commands' canary decisions) or a deletion. Its status, which the operator
+        writes itself, is not a reason: a model is not reconciled for its own writes."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        signature = (meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"),
+                     sorted((meta.get("annotations") or {}).items()))
+        with self._guard:
+            before = self._seen.get(key)
+            self._seen[key] = signature
+        return before != signature
+
     def queue_depth(self) -> int:
         """Models whose reconcile is due and not yet run."""
         return len(self.schedule.due(self.clock()))
@@ -122,6 +142,8 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         self.schedule.forget((namespace, name))
         self.gate.forget(namespace, name)
+        with self._guard:
+            self._seen.pop((namespace, name), None)
 
     def resync_forever(self, stop: threading.Event) -> None:
         """Reconcile each tracked model when the schedule says so, until ``stop``."""

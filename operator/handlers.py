@@ -4,14 +4,17 @@ Admission: with a webhook configured, BatModels are reviewed at create and updat
 (`admission`): artifacts that declare another version, break a digest pin or change
 their MAJOR's API are refused.
 
-Triggers: the BatModel's own changes (create, spec update, resume at start); changes to
-its children, seen by the operator's watch caches (k8s.Informer; hand edits are undone
-within a second); changes to its pods that are not Ready (a crash, an image or
-scheduling failure reaches the status within a second); and the resync schedule.
-Reconciles read children and pods from those caches, so an unchanged model costs one
-read (the BatModel) and no write. No kopf timer or deletion handler is
-registered, so kopf puts no finalizer on BatModels: a BatModel deleted while the
-operator is down goes at once, and garbage collection removes its children.
+Triggers: the BatModel's own changes (as the watch lists them at start, then its spec,
+annotations or deletion); changes to its children, seen by the operator's watch caches
+(k8s.Informer; hand edits are undone within a second); changes to its pods that are not
+Ready (a crash, an image or scheduling failure reaches the status within a second); and
+the resync schedule. Reconciles read children and pods from those caches, and those that a
+watch started read the BatModel as last seen (the watch's, or the answer to the operator's
+own status write); the resync reads it afresh. So an unchanged model costs one read per
+resync and no write. Only a watching handler is registered for BatModels (no kopf
+create/update/resume, timer or deletion handler), so kopf writes nothing on them: no
+progress annotations and no finalizer. A BatModel deleted while the operator is down goes
+at once, and garbage collection removes its children.
 """
 
 from __future__ import annotations
@@ -51,11 +54,8 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Handler progress lives in annotations, so status is ours alone.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix=labels.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=labels.GROUP, key="last-handled-configuration")
+        # No change-detecting kopf handler is registered (see `on_model`), so kopf keeps no
+        # progress or diff-base annotations on BatModels and posts no Events of its own.
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -95,12 +95,6 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         # elsewhere the kubeconfig.
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, field="spec", registry=registry)
-    def on_spec(meta: kopf.Meta, **_: Any) -> None:
-        controller.reconcile(str(meta["namespace"]), str(meta["name"]))
-
     if config.webhook:
         # Reviews run on threads of their own: kopf's handler threads may all be busy
         # reconciling (say, 200 models created at once), and the API server is waiting.
@@ -118,9 +112,21 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
                 raise kopf.AdmissionError("; ".join(result.problems), code=422)
 
     @kopf.on.event(*resource, registry=registry)
-    def on_model(meta: kopf.Meta, type: str | None, **_: Any) -> None:
+    def on_model(event: kopf.RawEvent, type: str | None, **_: Any) -> None:
+        """Every BatModel the watch reports (those listed at start, then each change):
+        remembered (reconciles start from it) and, when it changed in what a reconcile
+        acts on (`Controller.changed`), reconciled. A watching handler, not kopf's
+        create/update/resume handlers: those keep progress and the last-handled spec in
+        annotations, two to four more writes of each BatModel per change."""
+        obj: dict[str, Any] = dict(event["object"])
+        meta: dict[str, Any] = obj["metadata"]
         if type == "DELETED":
-            controller.forget(str(meta["namespace"]), str(meta["name"]))
+            kube.forget_model(obj)
+            controller.forget(meta["namespace"], meta["name"])
+            return
+        kube.remember_model(obj)
+        if controller.changed(obj):
+            controller.reconcile(meta["namespace"], meta["name"], cached=True)
 
     def on_change(kind: str, event_type: str, obj: dict[str, Any]) -> None:
         """A child or pod changed (the cache already has it). A child changed or deleted:
@@ -132,7 +138,7 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
             return
         if kind == "Pod" and not status.pod_needs_attention(event_type, obj):
             return
-        workers.submit(controller.reconcile, meta["namespace"], model, True)
+        workers.submit(controller.reconcile, meta["namespace"], model, True, True)
 
     return registry, controller
 

@@ -7,6 +7,7 @@ ownership of the fields we set, so hand edits of those fields are undone.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import functools
 import ipaddress
@@ -105,6 +106,9 @@ class Kube:
         """MAJORs whose pods were asked for their API."""
         self.informers: dict[str, list[Informer]] = {}
         """Watch caches by kind, once `start_informers` ran (else every read lists)."""
+        self.models = Newest()
+        """The BatModels as last seen: by the operator's watch (`remember_model`) or in the
+        answer to its own writes."""
         self.core = client.CoreV1Api(api)
         self.dynamic = DynamicClient(api)
         self.resources = {
@@ -271,27 +275,48 @@ class Kube:
             log.info("Reading %s of pod %s failed: %s", path, pod["metadata"].get("name"), exc)
             return None
 
-    def batmodel(self, namespace: str, name: str) -> Obj | None:
+    def batmodel(self, namespace: str, name: str, cached: bool = False) -> Obj | None:
+        """The BatModel; with ``cached``, as last seen when it has been seen (see `Newest`),
+        else read from the API server (and remembered)."""
+        if cached and (seen := self.models.get(namespace, name)) is not None:
+            return seen
         try:
             found: Obj = self.resources[labels.KIND].get(name=name, namespace=namespace).to_dict()
         except NotFoundError:
+            self.models.drop(namespace, name)
             return None
+        self.models.put(found)
         return found
+
+    def remember_model(self, obj: Obj) -> None:
+        """A BatModel as the operator's watch reported it."""
+        self.models.put(obj)
+
+    def forget_model(self, obj: Obj) -> None:
+        """A BatModel the watch reported deleted."""
+        self.models.drop(obj["metadata"]["namespace"], obj["metadata"]["name"],
+                         obj["metadata"].get("resourceVersion"))
 
     def patch_batmodel(self, namespace: str, name: str, patch: Obj) -> Obj:
         """A merge patch of the BatModel itself (the admin commands' spec changes)."""
         result: Obj = self.resources[labels.KIND].patch(
             name=name, namespace=namespace, body=patch,
             content_type="application/merge-patch+json").to_dict()
+        self.models.put(result)
         return result
 
     def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         try:
-            self.resources[labels.KIND].status.patch(
+            result = self.resources[labels.KIND].status.patch(
                 name=name, namespace=namespace, body={"status": status},
                 content_type="application/merge-patch+json")
         except NotFoundError:
             log.info("BatModel %s/%s is gone; status not written", namespace, name)
+            self.models.drop(namespace, name)
+            return
+        # The next reconcile starts from the status just written, even before the watch
+        # reports it.
+        self.models.put(result.to_dict())
 
 
     def post_event(self, about: Obj, type_: str, reason: str, message: str) -> None:
@@ -419,6 +444,59 @@ class Informer:
         log.warning("Watching %ss failed, again in %.0fs: %s", self.kind, backoff, why)
         stop.wait(backoff)
         return min(backoff * 2, 30)
+
+
+def compare_versions(a: str | None, b: str | None) -> int | None:
+    """-1, 0 or 1 as resourceVersion ``a`` is older than, the same as or newer than ``b``
+    (two versions of objects of one resource); None when either is not a version that
+    compares. Kubernetes 1.35 made them comparable (KEP-5504, client-go's
+    CompareResourceVersion): positive integers without leading zeros."""
+    if not (a and b and a.isdigit() and b.isdigit() and a[0] != "0" and b[0] != "0"):
+        return None
+    x, y = int(a), int(b)
+    return (x > y) - (x < y)
+
+
+class Newest:
+    """The newest version seen of each object, by resourceVersion, from any source: a
+    watch, whose events may reach it after the answer to a later write, or that answer.
+    An object whose version does not compare is not kept (reads then go to the API
+    server)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str], Obj] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        """A copy: reconciles may change what they read."""
+        with self._lock:
+            found = self._objects.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def put(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        key, version = (meta["namespace"], meta["name"]), meta.get("resourceVersion")
+        with self._lock:
+            held = self._objects.get(key)
+            order = compare_versions(version, held["metadata"].get("resourceVersion")
+                                     if held is not None else version)
+            if order is None:
+                self._objects.pop(key, None)
+            elif held is None or order > 0:
+                self._objects[key] = copy.deepcopy(trim(obj))
+
+    def drop(self, namespace: str, name: str, version: str | None = None) -> None:
+        """Forget it, unless what is held is newer than ``version`` (a deletion)."""
+        with self._lock:
+            held = self._objects.get((namespace, name))
+            if held is None:
+                return
+            if version is None or (compare_versions(
+                    held["metadata"].get("resourceVersion"), version) or 0) <= 0:
+                del self._objects[(namespace, name)]
 
 
 def trim(obj: Obj) -> Obj:

@@ -28,7 +28,7 @@ class Flaky(FakeApi):
         self.down = False
         self.model: dict[str, Any] | None = body("1.0.0")
 
-    def batmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def batmodel(self, namespace: str, name: str, cached: bool = False) -> dict[str, Any] | None:
         if self.down:
             raise ConnectionRefusedError("[Errno 111] Connection refused")
         if self.model is not None and self.status is not None:
@@ -89,3 +89,20 @@ def test_describe_keeps_the_api_servers_message() -> None:
 
     assert describe(ApiException(status=422, reason="Unprocessable Entity")) == \
         "ApiException 422: Unprocessable Entity"
+
+
+def test_a_model_is_reconciled_for_its_spec_annotations_or_deletion_not_its_status() -> None:
+    controller, _, _, _ = make()
+    seen = body("1.0.0")
+    assert controller.changed(seen)  # first sight (the listing at start, or a new model)
+    assert not controller.changed(seen)
+    seen["status"] = {"phase": "Ready"}  # the operator's own status write, echoed back
+    assert not controller.changed(seen)
+    seen["metadata"]["generation"] = 2
+    assert controller.changed(seen)
+    seen["metadata"]["annotations"] = {"batcomputer.io/canary-action": "promote"}
+    assert controller.changed(seen)
+    seen["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert controller.changed(seen)
+    controller.forget("ns", "crime")
+    assert controller.changed(seen)
