@@ -4,10 +4,12 @@ tests/e2e."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
-from readme import Command, blocks, matches, parse, run, strip_comment, unmarked
+from readme import Command, Shell, blocks, matches, parse, run, strip_comment, unmarked
 from serverkit import start, stop
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -59,3 +61,30 @@ def test_the_training_and_serving_chapters_run_as_written(tmp_path: Path) -> Non
             run(block, tmp_path, URL=served.url)
     finally:
         stop(served)
+
+
+def test_a_session_is_one_terminal_and_here_documents_belong_to_their_command(
+        tmp_path: Path) -> None:
+    text = ("<!-- runs: x -->\n```\n$ export GREETING=hello; cd /tmp\n"
+            "$ cat <<'EOF'\n$ not a command\n${GREETING}\nEOF\nnot a command\n${GREETING}\n"
+            "$ echo \"$GREETING from $(pwd)\"\nhello from /tmp\n"
+            "$ sleep 600 >/dev/null 2>&1 &\n```\n")
+    [block] = blocks(text)
+    assert [c.line for c in block.commands][1] == "cat <<'EOF'\n$ not a command\n${GREETING}\nEOF"
+    with Shell(tmp_path) as shell:
+        shell.run(block)
+        assert shell("echo $$")[0] == 0
+        [sleeper] = shell("jobs -p")[1]
+    # Ending the session ends what it left running.
+    assert wait_gone(int(sleeper))
+
+
+def wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "(default; build them with hack/build-images.sh) or local processes "
                          "(default $BATCOMPUTER_TESTENV_RUNTIME or podman)")
     actions.add_parser("down", help="stop everything started by `up` and remove its folder")
-    actions.add_parser("env", help="print shell exports for kubectl (eval \"$(... env)\")")
+    actions.add_parser("env", help="print shell exports for kubectl and this cluster's folder "
+                                   "(eval \"$(... env)\")")
     actions.add_parser("status", help="what is running")
     parser.set_defaults(func=run)
 
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         bin_dir = Path(state.commands.get("kube-apiserver", "kube-apiserver")).parent
         print(f"export KUBECONFIG={folder / 'admin.kubeconfig'}")
         print(f"export PATH={bin_dir}{os.pathsep}$PATH")
+        # `testenv status|down` then find this cluster, and its pods' logs are under it.
+        print(f"export BATCOMPUTER_TESTENV_DIR={folder}")
         return 0
     ok = True
     for name, pid in state.pids.items():

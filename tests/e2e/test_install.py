@@ -187,12 +187,18 @@ def test_manifests_name_the_images_of_this_version() -> None:
 def test_uninstall_as_the_readme_says_leaves_nothing(cluster: ControlPlane, kube: Kubectl,
                                                      installed: dict[str, Any], ns: str,
                                                      artifacts: str) -> None:
-    """`kubectl delete -k manifests/` with a BatModel still there: the CRD, the model and
-    its children all go (BatModels carry no finalizer; issue 19 saw one stuck)."""
+    """The models first (`kubectl delete batmodels --all -A --cascade=foreground`: each
+    goes once its children have), then `kubectl delete -k manifests/`: nothing is left,
+    nothing is stuck (BatModels carry no finalizer; issue 19 saw one stuck). The other
+    order can leave children running: the garbage collector may no longer resolve the
+    deleted CRD's kind (tests/e2e/test_walkthrough.py runs the README's commands)."""
     kube("apply", "-f", "-", input=batmodel(artifacts, "1.0.0", replicas=1), namespace=ns)
     wait_for(lambda: get(kube, ns, "deployments", "-l", "batcomputer.io/model=crime")["items"],
              timeout=60, what="the model's Deployment")
     assert not get(kube, ns, "bm", "crime")["metadata"].get("finalizers")
+    kube("delete", "batmodels", "--all", "-A", "--cascade=foreground", "--timeout=120s")
+    assert not get(kube, ns, "deployments,services,configmaps",
+                   "-l", "batcomputer.io/model=crime")["items"]
     kube("delete", "-k", str(REPO / "manifests"), "--wait=false")
 
     def gone() -> bool:
