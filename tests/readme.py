@@ -9,7 +9,8 @@ terminal. In a block:
   shows an ``error:`` line (``Error from server:`` too) may exit non-zero; every other
   command must exit 0.
 - Without ``$``, every line is a command and its output is not checked.
-- A here-document (``<<'EOF'`` … ``EOF``) belongs to its command.
+- A here-document (``<<'EOF'`` … ``EOF``) and a quoted argument over several lines belong
+  to their command.
 - ``# comments`` at the end of a command line are dropped; so is a line that only sets up
   the checkout (``make setup``, ``source .venv/bin/activate``, ``make images``): the test
   runs with this checkout's virtualenv first on PATH, and the images built, as those lines
@@ -85,7 +86,9 @@ def parse(body: list[str]) -> list[Command]:
             if line.strip() == document[0]:
                 document = []
             continue
-        if joined and joined[-1].endswith("\\"):  # continued with a trailing backslash
+        if joined and open_quote(joined[-1]) and (not prompted or joined[-1].startswith("$ ")):
+            joined[-1] += "\n" + line  # a quoted argument over several lines
+        elif joined and joined[-1].endswith("\\"):  # continued with a trailing backslash
             joined[-1] = joined[-1][:-1].rstrip() + " " + line.strip()
         else:
             joined.append(line)
@@ -104,6 +107,21 @@ def parse(body: list[str]) -> list[Command]:
         if command:
             commands.append(Command(command + ("\n" + rest if rest else "")))
     return commands
+
+
+def open_quote(text: str) -> str:
+    """The quote (' or ") that ``text`` leaves open, as bash reads it; "" if none."""
+    quote, escaped = "", False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+    return quote
 
 
 def strip_comment(line: str) -> str:

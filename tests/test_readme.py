@@ -24,6 +24,8 @@ def test_commands_comments_and_expected_output_are_read_as_a_shell_user_would() 
                   "$ true"]) == [Command("batcomputer versions r/ crime", ["VERSION  CREATED", "1.0.0 …"]),
                                  Command("true")]
     assert strip_comment('curl -d "{#1}" x # post') == 'curl -d "{#1}" x '
+    assert parse(["$ curl -d '{", '    "id": 42}\'', '{"id": 42}']) == [
+        Command("curl -d '{\n    \"id\": 42}'", ['{"id": 42}'])]
     assert matches("{\"caught\": 0.8…}", "{\"caught\": 0.8081021308898926}")
     assert not matches("publish 2.1.0 instead", "publish 3.0.0 instead")
 
