@@ -48,17 +48,22 @@ test-fast: setup
 	$(BIN)/pytest -m "not e2e and not controlplane"
 
 # The main job: control plane, operator, trained models, predictions from two majors.
+# DEMO_DIR: where the demo keeps its cluster, data and registry (tests/e2e/test_demo.py
+# runs it in a folder of its own).
+DEMO_DIR ?= .demo
+
 demo: setup controlplane
-	$(BIN)/python hack/demo.py
+	BATCOMPUTER_DEMO_DIR=$(DEMO_DIR) $(BIN)/python hack/demo.py
 
 demo-down: setup
-	$(BIN)/batcomputer testenv --dir .demo/cluster down
+	$(BIN)/batcomputer testenv --dir $(DEMO_DIR)/cluster down
 
 # Everything made here: the venv and caches, the demo (its cluster stopped first: .demo/
-# holds a kubeconfig with a 24 h token) and the README's data/ and registry/. Built
-# binaries stay in the user cache (~/.cache/batcomputer).
+# holds a kubeconfig with a 24 h token) and what the README's commands make (data/,
+# registry/, crime.yaml, registry.log). Built binaries stay in the user cache
+# (~/.cache/batcomputer).
 clean:
-	if [ -d .demo/cluster ] && [ -x $(BIN)/batcomputer ]; then \
-		$(BIN)/batcomputer testenv --dir .demo/cluster down || true; fi
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .testenv .demo \
-		data registry
+	if [ -d $(DEMO_DIR)/cluster ] && [ -x $(BIN)/batcomputer ]; then \
+		$(BIN)/batcomputer testenv --dir $(DEMO_DIR)/cluster down || true; fi
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .testenv \
+		$(DEMO_DIR) data registry crime.yaml registry.log

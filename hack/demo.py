@@ -36,7 +36,7 @@ from batcomputer.testenv.podlet import cluster_id
 from batcomputer.testenv.runtime import CLUSTER_LABEL, podman_environment
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / ".demo"
+DEMO = Path(os.environ.get("BATCOMPUTER_DEMO_DIR") or REPO / ".demo").resolve()
 CLUSTER = DEMO / "cluster"
 NAMESPACE = "demo"
 BATCOMPUTER = str(Path(sys.executable).parent / "batcomputer")
@@ -222,7 +222,7 @@ def stop_previous() -> None:
 
 def main() -> int:
     print(__doc__.strip().splitlines()[0])
-    DEMO.mkdir(exist_ok=True)
+    DEMO.mkdir(parents=True, exist_ok=True)
     stop_previous()
     runtime, why = choose_runtime()
     plane = ControlPlane(CLUSTER, runtime=runtime)
@@ -318,7 +318,7 @@ def main() -> int:
         show_containers()
 
     step("Done. Everything keeps running so you can look around:")
-    show(f"eval \"$(.venv/bin/batcomputer testenv --dir {CLUSTER} env)\"")
+    show(f"eval \"$({BATCOMPUTER} testenv --dir {CLUSTER} env)\"")
     show("kubectl get bm -n demo -o wide; kubectl describe bm crime -n demo")
     for service in ("crime", "crime-v1", "crime-v2"):
         for url in service_urls(plane, NAMESPACE, service):
