@@ -49,7 +49,10 @@ def test_kubectl_explain_describes_what_users_set_and_read(kubectl: Kubectl, ins
                          ("spec.replicas", "0 to 50"),
                          ("status.versions.readyReplicas", "Pods Ready"),
                          ("status.observedGeneration", "generation of the spec"),
-                         ("status.summary.ready", "Ready versions / listed versions")):
+                         ("status.summary.ready", "Ready versions / listed versions"),
+                         ("status.history.target", "v<major>"),
+                         ("status.conditions.lastTransitionTime", "When status last changed"),
+                         ("spec.rollout.strategy", "RollingUpdate (the default) or Canary")):
         explained = kubectl("explain", f"batmodels.{field}").stdout
         assert words in explained, (field, explained)
         assert "<no description>" not in explained.split("FIELDS:")[0], (field, explained)

@@ -74,6 +74,12 @@ def test_bad_objects_are_refused_by_the_api_server(kubectl: Kubectl, installed: 
                         "spec.versions[0].version"),
         "version too long": ({"versions": [{"version": "1.0.0-" + "a" * 123, "artifact": "http://127.0.0.1:9/x/"}]},
                              "spec.versions[0].version: Too long"),
+        "quantity": ({"versions": [{"version": "1.0.0", "artifact": "http://127.0.0.1:9/x/"}],
+                      "resources": {"requests": {"cpu": "lots"}}},
+                     "spec.resources.requests[cpu]: Invalid value: \"lots\": must be a quantity"),
+        "negative quantity": ({"versions": [{"version": "1.0.0", "artifact": "http://127.0.0.1:9/x/"}],
+                               "resources": {"limits": {"memory": "-1Gi"}}},
+                              "must be a quantity of at least 0"),
         "no spec": (None, "spec: Required value"),
     }
     for name, (spec, message) in cases.items():
