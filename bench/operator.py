@@ -1,7 +1,8 @@
 """Operator benchmark on the real local control plane.
 
 Prints: time from `kubectl apply` of one BatModel to its children existing and to
-status Ready; time for N BatModels (2 versions each) to all be Ready; the API requests
+status Ready, alone and again once N others are managed; time for N BatModels (2 versions
+each) to all be Ready; the API requests
 that took, per model, by verb and resource (the API server's own apiserver_request_total);
 the requests of an idle resync cycle (nothing changed: writes should be 0); CPU seconds
 of the operator and the control plane; the operator's resident memory. Pods run on the
@@ -193,8 +194,13 @@ def main() -> int:
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
             per_model = delta(api_requests(plane), requests_before, per=args.models)
             own_per_model = delta(operator_requests(operator), own_created, per=args.models)
-            # An idle resync cycle: every model is reconciled once more and nothing changed.
+            # One model more, while all the others are managed (their resyncs included).
             time.sleep(max(5.0, args.resync / 2))  # let the creation's tail settle
+            loaded = [one_model(plane, kubectl, f"later-{i}") for i in range(args.singles)]
+            loaded_children = statistics.median(s[0] for s in loaded)
+            loaded_ready = statistics.median(s[1] for s in loaded)
+            # An idle resync cycle: every model is reconciled once more and nothing changed.
+            time.sleep(5.0)
             idle_before = api_requests(plane)
             own_before = operator_requests(operator)
             idle_cpu = cpu_seconds(operator.proc.pid)
@@ -206,6 +212,10 @@ def main() -> int:
             report = {
                 f"one model: apply -> children exist (median of {args.singles}) [s]": round(children, 3),
                 "one model: apply -> status Ready (median) [s]": round(ready, 3),
+                f"one model more while {args.models} are managed: apply -> children exist "
+                "(median) [s]": round(loaded_children, 3),
+                f"one model more while {args.models} are managed: apply -> status Ready "
+                "(median) [s]": round(loaded_ready, 3),
                 f"{args.models} models x 2 versions: creating them took [s]": round(applied, 1),
                 f"{args.models} models x 2 versions: apply -> all Ready [s]": round(many, 1),
                 f"CPU seconds used while {args.models} models were reconciled": cpu,
@@ -215,7 +225,7 @@ def main() -> int:
                                                           writes(per_model)],
                 "of which the operator's own client's (its metrics; kopf's are not counted)":
                     own_per_model,
-                f"idle resync cycle ({args.resync:g} s, all {args.singles + args.models} models): "
+                f"idle resync cycle ({args.resync:g} s, all {2 * args.singles + args.models} models): "
                 "API requests": idle,
                 "idle resync cycle: writes (all clients: the kwok node, leases...)": writes(idle),
                 "idle resync cycle: the operator's own requests (its metrics)": own,
