@@ -7,7 +7,6 @@ ownership of the fields we set, so hand edits of those fields are undone.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import functools
 import ipaddress
@@ -17,10 +16,10 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
@@ -131,14 +130,13 @@ class Kube:
         """Server-side apply; returns the object as stored. Raises `Rejected` when the API
         server refuses the object itself (400/422), so the caller can report it."""
         try:
-            result = self.dynamic.server_side_apply(
+            applied: Obj = self.dynamic.server_side_apply(
                 self.resources[obj["kind"]], body=obj, namespace=obj["metadata"]["namespace"],
-                field_manager=self.field_manager, force_conflicts=True)
+                field_manager=self.field_manager, force_conflicts=True, serializer=_plain)
         except DynamicApiError as exc:
             if exc.status in (400, 422):
                 raise Rejected(f"{obj['kind']} {obj['metadata']['name']}: {_message(exc)}") from exc
             raise
-        applied: Obj = result.to_dict()
         return applied
 
     def hand_over_replicas(self, deployment: Obj) -> None:
@@ -161,7 +159,7 @@ class Kube:
         name = configuration["metadata"]["name"]
         resource = self.resources["ValidatingWebhookConfiguration"]
         try:
-            live = resource.get(name=name).to_dict()
+            live = resource.get(name=name, serializer=_plain)
             wanted = configuration["webhooks"]
             if [h.get("clientConfig") for h in live.get("webhooks") or []] == [
                     h["clientConfig"] for h in wanted]:
@@ -199,9 +197,7 @@ class Kube:
                 for o in i.items(namespace, match)]
 
     def list_objects(self, kind: str, namespace: str, selector: str) -> list[Obj]:
-        found = self.resources[kind].get(namespace=namespace, label_selector=selector)
-        items: list[Obj] = found.to_dict()["items"]
-        return items
+        return list_all(self.resources[kind], namespace, selector)
 
     def children(self, namespace: str, model: str, owner_uid: str) -> dict[tuple[str, str], Obj]:
         """The children of a BatModel (CHILD_KINDS), keyed by (kind, name); only those this
@@ -281,7 +277,8 @@ class Kube:
         if cached and (seen := self.models.get(namespace, name)) is not None:
             return seen
         try:
-            found: Obj = self.resources[labels.KIND].get(name=name, namespace=namespace).to_dict()
+            found: Obj = self.resources[labels.KIND].get(name=name, namespace=namespace,
+                                                         serializer=_plain)
         except NotFoundError:
             self.models.drop(namespace, name)
             return None
@@ -301,7 +298,7 @@ class Kube:
         """A merge patch of the BatModel itself (the admin commands' spec changes)."""
         result: Obj = self.resources[labels.KIND].patch(
             name=name, namespace=namespace, body=patch,
-            content_type="application/merge-patch+json").to_dict()
+            content_type="application/merge-patch+json", serializer=_plain)
         self.models.put(result)
         return result
 
@@ -309,14 +306,14 @@ class Kube:
         try:
             result = self.resources[labels.KIND].status.patch(
                 name=name, namespace=namespace, body={"status": status},
-                content_type="application/merge-patch+json")
+                content_type="application/merge-patch+json", serializer=_plain)
         except NotFoundError:
             log.info("BatModel %s/%s is gone; status not written", namespace, name)
             self.models.drop(namespace, name)
             return
         # The next reconcile starts from the status just written, even before the watch
         # reports it.
-        self.models.put(result.to_dict())
+        self.models.put(result)
 
 
     def post_event(self, about: Obj, type_: str, reason: str, message: str) -> None:
@@ -345,30 +342,41 @@ class Kube:
 
 class Informer:
     """One kind's label-selected objects (the operator's own: managed-by), listed once and
-    then followed with a watch, kept in memory without their managedFields. Reconciles
-    read children and pods from here instead of listing them each time: an unchanged
-    model costs no request. ``on_change(type, obj)`` runs after the store is updated, so
-    a reconcile it starts sees the change."""
+    then followed with a watch. Reconciles read children and pods from here instead of
+    listing them each time: an unchanged model costs no request. ``on_change(type, obj)``
+    runs after the store is updated, so a reconcile it starts sees the change.
+
+    Memory is what bounds the operator at a thousand models, so each object is kept as
+    compact JSON (a few KB; as Python dicts it would be ten times that) without its
+    managedFields except the server-side applies; the listing is read in pages, and
+    events are read as plain JSON (the dynamic client's object wrappers cost a copy of
+    each)."""
+
+    PAGE: Final = 500
 
     def __init__(self, resource: Any, dynamic: DynamicClient, kind: str, namespace: str | None,
                  on_change: Callable[[str, Obj], None] | None = None) -> None:
         self.resource, self.dynamic, self.kind = resource, dynamic, kind
         self.namespace, self.on_change = namespace, on_change
         self.selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
-        self.objects: dict[tuple[str, str], dict[str, Obj]] = {}
-        """By (namespace, model label): name -> object, so a reconcile reads its model's
-        objects without scanning everyone's."""
+        self.objects: dict[tuple[str, str], dict[str, bytes]] = {}
+        """By (namespace, model label): name -> the object as JSON, so a reconcile reads
+        its model's objects without scanning everyone's."""
         self.bucket: dict[tuple[str, str], tuple[str, str]] = {}
         """(namespace, name) -> its key in ``objects``."""
         self.synced = threading.Event()
         self.lock = threading.Lock()
 
     def items(self, namespace: str, match: dict[str, str]) -> list[Obj]:
-        """The namespace's objects whose labels include ``match``."""
-        found = self.objects.get((namespace, match.get(labels.MODEL, "")), {})
+        """The namespace's objects whose labels include ``match`` (copies)."""
         with self.lock:
-            return [o for o in found.values()
-                    if match.items() <= (o["metadata"].get("labels") or {}).items()]
+            found = list(self.objects.get((namespace, match.get(labels.MODEL, "")), {}).values())
+        objects = [json.loads(o) for o in found]
+        return [o for o in objects
+                if match.items() <= (o["metadata"].get("labels") or {}).items()]
+
+    def __len__(self) -> int:
+        return len(self.bucket)
 
     def run(self, stop: threading.Event, timeout: int = 300) -> None:
         version: str | None = None
@@ -377,10 +385,10 @@ class Informer:
             try:
                 if version is None:
                     version = self._list()
-                for event in self.dynamic.watch(self.resource, namespace=self.namespace,
-                                                label_selector=self.selector,
-                                                resource_version=version, timeout=timeout,
-                                                allow_watch_bookmarks=True):
+                for event in watch.Watch().stream(
+                        self.resource.get, namespace=self.namespace,
+                        label_selector=self.selector, resource_version=version,
+                        serialize=False, timeout_seconds=timeout, allow_watch_bookmarks=True):
                     if stop.is_set():
                         return
                     obj: Obj = event["raw_object"]
@@ -390,53 +398,53 @@ class Informer:
                     if event["type"] != "BOOKMARK":
                         self._store(event["type"], obj)
                     backoff = 1.0
-            except ApiException as exc:
+            except (ApiException, DynamicApiError) as exc:
+                version = None
                 if exc.status == 410:  # too old: list again
-                    version = None
                     continue
-                version = None
-                backoff = self._failed(stop, backoff, f"{exc.status} {exc.reason}")
-            except DynamicApiError as exc:
-                if exc.status == 410:
-                    version = None
-                    continue
-                version = None
-                backoff = self._failed(stop, backoff, f"{exc.status} {_message(exc)}")
+                why = _message(exc) if isinstance(exc, DynamicApiError) else exc.reason
+                backoff = self._failed(stop, backoff, f"{exc.status} {why}")
             except Exception as exc:  # noqa: BLE001 - connection errors: one line, retried
                 version = None
                 backoff = self._failed(stop, backoff, f"{type(exc).__name__}: "
                                        f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
 
     def _list(self) -> str:
-        found = self.resource.get(namespace=self.namespace, label_selector=self.selector).to_dict()
+        objects: dict[tuple[str, str], dict[str, bytes]] = {}
+        bucket: dict[tuple[str, str], tuple[str, str]] = {}
+        version = ""
+        for page in pages(self.resource, self.namespace, self.selector, self.PAGE):
+            for obj in page["items"]:
+                self._put(obj, objects, bucket)
+            version = str(page["metadata"]["resourceVersion"])
         with self.lock:
-            self.objects, self.bucket = {}, {}
-            for obj in found["items"]:
-                self._put(trim(obj))
+            self.objects, self.bucket = objects, bucket
         self.synced.set()
-        return str(found["metadata"]["resourceVersion"])
+        return version
 
     def _store(self, type_: str, obj: Obj) -> None:
         with self.lock:
             self._drop(obj)
             if type_ != "DELETED":
-                self._put(trim(obj))
+                self._put(obj, self.objects, self.bucket)
         if self.on_change is not None:
             self.on_change(type_, obj)
 
-    def _put(self, obj: Obj) -> None:
+    @staticmethod
+    def _put(obj: Obj, objects: dict[tuple[str, str], dict[str, bytes]],
+             bucket: dict[tuple[str, str], tuple[str, str]]) -> None:
         meta = obj["metadata"]
-        bucket = (meta["namespace"], (meta.get("labels") or {}).get(labels.MODEL, ""))
-        self.objects.setdefault(bucket, {})[meta["name"]] = obj
-        self.bucket[(meta["namespace"], meta["name"])] = bucket
+        key = (meta["namespace"], (meta.get("labels") or {}).get(labels.MODEL, ""))
+        objects.setdefault(key, {})[meta["name"]] = compact(trim(obj))
+        bucket[(meta["namespace"], meta["name"])] = key
 
     def _drop(self, obj: Obj) -> None:
         meta = obj["metadata"]
-        bucket = self.bucket.pop((meta["namespace"], meta["name"]), None)
-        if bucket is not None:
-            self.objects[bucket].pop(meta["name"], None)
-            if not self.objects[bucket]:
-                del self.objects[bucket]
+        key = self.bucket.pop((meta["namespace"], meta["name"]), None)
+        if key is not None:
+            self.objects[key].pop(meta["name"], None)
+            if not self.objects[key]:
+                del self.objects[key]
 
     def _failed(self, stop: threading.Event, backoff: float, why: str) -> float:
         """Until it has listed again, the cache may miss changes: reads list instead."""
@@ -444,6 +452,37 @@ class Informer:
         log.warning("Watching %ss failed, again in %.0fs: %s", self.kind, backoff, why)
         stop.wait(backoff)
         return min(backoff * 2, 30)
+
+
+def _plain(_client: Any, obj: Obj) -> Obj:
+    """The dynamic client's serializer for answers wanted as they came: plain JSON, not
+    its attribute-access wrappers (which copy every object into objects of their own)."""
+    return obj
+
+
+def pages(resource: Any, namespace: str | None, selector: str, limit: int) -> Iterator[Obj]:
+    """A LIST in pages of ``limit`` objects (one page in memory at a time), each item with
+    its kind and apiVersion (a list's items come without them)."""
+    token: str | None = None
+    while True:
+        page: Obj = resource.get(namespace=namespace, label_selector=selector, limit=limit,
+                                 _continue=token, serializer=_plain)
+        for item in page["items"]:
+            item.setdefault("kind", resource.kind)
+            item.setdefault("apiVersion", resource.group_version)
+        yield page
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
+
+
+def list_all(resource: Any, namespace: str | None, selector: str) -> list[Obj]:
+    return [obj for page in pages(resource, namespace, selector, Informer.PAGE)
+            for obj in page["items"]]
+
+
+def compact(obj: Obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def compare_versions(a: str | None, b: str | None) -> int | None:
@@ -464,7 +503,8 @@ class Newest:
     server)."""
 
     def __init__(self) -> None:
-        self._objects: dict[tuple[str, str], Obj] = {}
+        self._objects: dict[tuple[str, str], tuple[str, bytes]] = {}
+        """(namespace, name) -> (resourceVersion, the object as compact JSON)."""
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -474,19 +514,21 @@ class Newest:
         """A copy: reconciles may change what they read."""
         with self._lock:
             found = self._objects.get((namespace, name))
-        return copy.deepcopy(found) if found is not None else None
+        if found is None:
+            return None
+        obj: Obj = json.loads(found[1])
+        return obj
 
     def put(self, obj: Obj) -> None:
         meta = obj["metadata"]
         key, version = (meta["namespace"], meta["name"]), meta.get("resourceVersion")
         with self._lock:
             held = self._objects.get(key)
-            order = compare_versions(version, held["metadata"].get("resourceVersion")
-                                     if held is not None else version)
+            order = compare_versions(version, held[0] if held is not None else version)
             if order is None:
                 self._objects.pop(key, None)
             elif held is None or order > 0:
-                self._objects[key] = copy.deepcopy(trim(obj))
+                self._objects[key] = (str(version), compact(trim(obj)))
 
     def drop(self, namespace: str, name: str, version: str | None = None) -> None:
         """Forget it, unless what is held is newer than ``version`` (a deletion)."""
@@ -494,8 +536,7 @@ class Newest:
             held = self._objects.get((namespace, name))
             if held is None:
                 return
-            if version is None or (compare_versions(
-                    held["metadata"].get("resourceVersion"), version) or 0) <= 0:
+            if version is None or (compare_versions(held[0], version) or 0) <= 0:
                 del self._objects[(namespace, name)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batcomputer.operator.k8s import Newest, compare_versions
+from batcomputer.operator.k8s import Informer, Newest, compare_versions
 
 
 def model(version: str, replicas: int = 1, name: str = "crime") -> dict[str, Any]:
@@ -61,3 +61,42 @@ def test_a_version_that_does_not_compare_is_not_kept() -> None:
     assert newest.get("ns", "crime") is None  # read from the API server instead
     newest.put(model("opaque-2"))
     assert len(newest) == 0
+
+
+class FakeResource:
+    """A LIST endpoint that answers in pages, as the API server does (items without kind)."""
+
+    kind, group_version = "Pod", "v1"
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items, self.calls = items, []
+
+    def get(self, namespace: str | None, label_selector: str, limit: int, _continue: str | None,
+            serializer: Any) -> dict[str, Any]:
+        self.calls.append(_continue)
+        start = int(_continue or 0)
+        rest = self.items[start + limit:]
+        return serializer(None, {"items": [dict(i) for i in self.items[start:start + limit]],
+                                 "metadata": {"resourceVersion": "99",
+                                              "continue": str(start + limit) if rest else None}})
+
+
+def pod(name: str, model: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "labels": {"batcomputer.io/model": model},
+                         "managedFields": [{"operation": "Update"}]}, "status": {"podIP": "10.0.0.1"}}
+
+
+def test_a_listing_is_read_in_pages_and_kept_by_model_as_json() -> None:
+    resource = FakeResource([pod(f"p{i}", "crime" if i % 2 else "other") for i in range(1201)])
+    informer = Informer(resource, None, "Pod", None)  # type: ignore[arg-type]
+    assert informer._list() == "99"
+    assert resource.calls == [None, "500", "1000"] and len(informer) == 1201
+    found = informer.items("ns", {"batcomputer.io/model": "crime"})
+    assert len(found) == 600 and all(p["kind"] == "Pod" and p["apiVersion"] == "v1" for p in found)
+    assert "managedFields" not in found[0]["metadata"]
+    assert all(isinstance(v, bytes) for bucket in informer.objects.values() for v in bucket.values())
+    found[0]["status"]["podIP"] = "changed"  # a copy
+    assert all(p["status"]["podIP"] == "10.0.0.1"
+               for p in informer.items("ns", {"batcomputer.io/model": "crime"}))
+    informer._store("DELETED", pod("p1", "crime"))
+    assert len(informer.items("ns", {"batcomputer.io/model": "crime"})) == 599
