@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,6 +186,50 @@ def test_forests_on_counts_score_like_forests_on_rows(crime_data: Path) -> None:
     assert abs(on_counts.metrics["roc_auc"] - on_rows) < 0.02, (on_counts.metrics, on_rows)
     again = train.train_set(collected(crime_data, config), config)
     assert (again.model.predict_proba(x) == on_counts.model.predict_proba(x)).all()
+
+
+@pytest.mark.filterwarnings("ignore:class_weight presets")  # warm start's, as before
+@pytest.mark.parametrize("classifier", ["random-forest", "extra-trees"])
+def test_trees_fitted_on_threads_are_the_forests_own(classifier: str) -> None:
+    """`fit_weighted` fits the trees after the first on threads; they are the trees the
+    forest grows itself (warm start, one tree per fit call, the same weights), whatever
+    the number of threads, and a class weight takes the forest's own path."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 12, (400, 3)).astype(np.float64)
+    y = (x.sum(axis=1) + rng.normal(0, 3, 400) > 16).astype(np.int64)
+    weight = rng.integers(1, 50, 400).astype(np.float64)
+    params = {"n_estimators": 9, "min_samples_leaf": 25, "random_state": 3}
+    cls = train.estimator_class(classifier)
+
+    def grown(**extra: object) -> object:
+        model = cls(**params, **extra)
+        train.fit_weighted(model, classifier, x, y, weight, seed=1)
+        return model
+
+    def by_the_forest() -> object:
+        model = grown(n_jobs=1)
+        draws = np.random.default_rng(1)
+        reference = cls(**params).set_params(
+            warm_start=True, min_samples_leaf=1, bootstrap=False,
+            min_weight_fraction_leaf=model.estimators_[0].min_weight_fraction_leaf)
+        bootstrap = cls().get_params()["bootstrap"]  # extra-trees: no bootstrap, the counts
+        for trees in range(1, 10):
+            drawn = (draws.multinomial(int(weight.sum()), weight / weight.sum()).astype(float)
+                     if bootstrap else weight)
+            reference.set_params(n_estimators=trees).fit(x, y, sample_weight=drawn)
+        return reference
+
+    def trees(model: Any) -> list[tuple[list[float], list[float], list[int]]]:
+        return [(t.tree_.threshold.tolist(), t.tree_.value.ravel().tolist(),
+                 t.tree_.feature.tolist()) for t in model.estimators_]
+
+    expected = trees(by_the_forest())
+    for model in (grown(n_jobs=1), grown(n_jobs=2), grown(n_jobs=-1)):
+        assert model.get_params()["n_jobs"] in (1, 2, -1)  # type: ignore[attr-defined]
+        assert trees(model) == expected
+    balanced = grown(class_weight="balanced")
+    assert len(balanced.estimators_) == 9  # type: ignore[attr-defined]
+    assert trees(balanced) != expected
 
 
 @pytest.mark.parametrize("classifier", sorted(train.CLASSIFIERS))
