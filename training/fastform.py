@@ -216,10 +216,10 @@ def forest_onnx(model: Any, n_inputs: int) -> bytes:
                               name="TreeEnsembleClassifier", input=["inputs"],
                               output=["label", OUTPUT])
 
-    def attribute(name: str, kind: int, values: Any) -> None:
+    def attribute(name: str, kind: AttributeProto.AttributeType, values: Any) -> None:
         attr = node.attribute.add(name=name, type=kind)
-        field = {AttributeProto.INTS: attr.ints, AttributeProto.FLOATS: attr.floats,
-                 AttributeProto.STRINGS: attr.strings}[kind]
+        field: Any = {AttributeProto.INTS: attr.ints, AttributeProto.FLOATS: attr.floats,
+                      AttributeProto.STRINGS: attr.strings}[kind]
         for start in range(0, len(values), CHUNK):  # bounded lists of Python objects
             part = values[start:start + CHUNK]
             field.extend(part.tolist() if isinstance(part, np.ndarray) else part)

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ READ_AHEAD: Final = 64 << 20
 """Files up to this size are parsed whole, ahead, in a second thread; larger ones in
 `BLOCK_SIZE` batches as they are processed, so memory stays bounded for any file."""
 COLUMNS: Final[tuple[str, ...]] = ("Crime ID", *data.REQUIRED_COLUMNS, *data.OPTIONAL_COLUMNS)
+CHECKED: Final[frozenset[str]] = frozenset(
+    ("Crime ID", "Month", "Reported by", "Crime type", "Last outcome category"))
+"""The columns every batch is checked on (month, force, crime type, outcome) or keyed by."""
 MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
 assert data.MONTH_RE.pattern == MONTH_PATTERN
 
@@ -138,7 +142,8 @@ def _header(text: str) -> list[str]:
     return next(csv.reader(io.StringIO(text)), [])
 
 
-def _reader(source: Any, encoding: str, checks: _FileChecks, width: int) -> Any:
+def _reader(source: Any, encoding: str, checks: _FileChecks, width: int,
+            columns: tuple[str, ...] = COLUMNS) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -154,27 +159,45 @@ def _reader(source: Any, encoding: str, checks: _FileChecks, width: int) -> Any:
         read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, encoding=encoding),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
         convert_options=pacsv.ConvertOptions(
-            include_columns=list(COLUMNS), include_missing_columns=True,
-            column_types=dict.fromkeys(COLUMNS, pa.string()),
+            include_columns=list(columns), include_missing_columns=True,
+            column_types=dict.fromkeys(columns, pa.string()),
             strings_can_be_null=False, quoted_strings_can_be_null=False))
 
 
 OUTCOME_SETS: Final[dict[str, frozenset[str]]] = {
     "caught": police.CAUGHT_OUTCOMES, "not_caught": police.NOT_CAUGHT_OUTCOMES,
     "open": police.OPEN_OUTCOMES}
+NO_OUTCOME: Final = len(OUTCOME_SETS)
+UNKNOWN: Final = NO_OUTCOME + 1
+ID: Final = "_crime_id"
+PLACE_KEY: Final = "_place_key"
+
+
+@functools.cache
+def _outcome_table() -> tuple[pa.Array, np.ndarray]:
+    """Every known outcome ("" for none) and its kind: the index of its set in
+    `OUTCOME_SETS`, or `NO_OUTCOME`; a last entry, `UNKNOWN`, for what is not found (-1)."""
+    import pyarrow as pa
+
+    values = ["", *(v for outcomes in OUTCOME_SETS.values() for v in sorted(outcomes))]
+    kinds = [NO_OUTCOME, *(i for i, outcomes in enumerate(OUTCOME_SETS.values())
+                           for _ in outcomes), UNKNOWN]
+    return pa.array(values), np.array(kinds, dtype=np.int8)
 
 
 class _Scan:
     """The state of one scan: the report, and the counts its final checks need."""
 
-    def __init__(self, files: list[Path], report: ReadReport, progress: Progress | None) -> None:
+    def __init__(self, files: list[Path], report: ReadReport, progress: Progress | None,
+                 columns: tuple[str, ...]) -> None:
         self.files, self.report, self.progress = files, report, progress
+        self.columns = columns
         self.digests: list[str] = []
         self.caught = self.not_caught = 0
         self.done_bytes = 0
 
     def batch(self, table: pa.RecordBatch, present: set[str], first_line: int, file_key: int,
-              checks: _FileChecks) -> pd.DataFrame | None:
+              checks: _FileChecks) -> pa.RecordBatch | None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -182,7 +205,8 @@ class _Scan:
         if n == 0:
             return None
         column = {c: (pc.utf8_trim_whitespace(table[c]) if c in present
-                      else pa.repeat(pa.scalar("", pa.string()), n)) for c in COLUMNS}
+                      else pa.repeat(pa.scalar("", pa.string()), n))
+                  for c in COLUMNS if c in CHECKED or c in self.columns}
         month_ok = pc.match_substring_regex(column["Month"], MONTH_PATTERN).to_numpy(zero_copy_only=False)
         if not month_ok.all():
             bad = np.flatnonzero(~month_ok)
@@ -195,10 +219,12 @@ class _Scan:
                 if empty.any():
                     checks.empty[name] = first_line + int(np.flatnonzero(empty)[0])
         outcome = column["Last outcome category"]
-        kind = {k: pc.is_in(outcome, value_set=pa.array(sorted(v))).to_numpy(zero_copy_only=False)
-                for k, v in OUTCOME_SETS.items()}
-        no_outcome = pc.equal(outcome, "").to_numpy(zero_copy_only=False)
-        unknown = ~(no_outcome | kind["open"] | kind["caught"] | kind["not_caught"])
+        values, kinds = _outcome_table()
+        found = pc.index_in(outcome, value_set=values).fill_null(-1).to_numpy(zero_copy_only=False)
+        code = kinds[found]  # -1, not found, is the last entry: unknown
+        no_outcome = code == NO_OUTCOME
+        kind = {k: code == i for i, k in enumerate(OUTCOME_SETS)}
+        unknown = code == UNKNOWN
         report = self.report
         report.rows_read += n
         report.dropped["without an outcome"] += int(no_outcome.sum())
@@ -215,14 +241,18 @@ class _Scan:
         if not kept:
             return None
         mask = pa.array(usable)
-        lines = first_line + np.flatnonzero(usable)
-        key = split.row_keys(column["Crime ID"].filter(mask), file_key, lines)
-        frame = pa.RecordBatch.from_pydict({c: column[c].filter(mask) for c in COLUMNS[1:]}).to_pandas()
-        frame["caught"] = caught
-        frame["row_key"] = key
-        return frame
+        ids = column["Crime ID"].filter(mask)
+        # Rows without a Crime ID are keyed by file and line here; the IDs are hashed for
+        # many files at once (`_frame`).
+        no_id = pc.equal(ids, "").to_numpy(zero_copy_only=False)
+        by_place = np.zeros(kept, dtype=np.uint64)
+        if no_id.any():
+            lines = first_line + np.flatnonzero(usable)[no_id]
+            by_place[no_id] = split.place_keys(file_key, lines)
+        return pa.RecordBatch.from_pydict({**{c: column[c].filter(mask) for c in self.columns},
+                                           "caught": caught, ID: ids, PLACE_KEY: by_place})
 
-    def file(self, opened: _Opened, done_files: int) -> Iterator[pd.DataFrame]:
+    def file(self, opened: _Opened, done_files: int) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
         path, checks = opened.path, opened.checks
@@ -245,7 +275,7 @@ class _Scan:
             # and a broken rule is reported by `read_crimes`' own reader, which knows them.
             short = pa.RecordBatch.from_pydict({name: [r[i] for r in checks.short_rows]
                                                 for i, name in enumerate(opened.header)
-                                                if name in COLUMNS})
+                                                if name in opened.columns})
             frame = self.batch(short, present & set(short.column_names), -len(checks.short_rows),
                                file_key, checks)
             if checks.bad_month or checks.empty:
@@ -266,6 +296,8 @@ class _Opened:
     encoding: str
     header: list[str]
     checks: _FileChecks
+    columns: tuple[str, ...] = COLUMNS
+    """The columns parsed (the others are skipped by the parser)."""
     batches: list[pa.RecordBatch] | None = None
     source: Any = None
 
@@ -276,7 +308,7 @@ class _Opened:
         return min(int(self.source.tell()), self.size)
 
 
-def _open(path: Path, report: ReadReport, warn: bool) -> _Opened:
+def _open(path: Path, report: ReadReport, warn: bool, columns: tuple[str, ...] = COLUMNS) -> _Opened:
     """Digest, encoding and header of a file, and its batches if it is small enough to read
     ahead (`scan` runs this for the next file while the current one is processed)."""
     size = path.stat().st_size
@@ -291,7 +323,7 @@ def _open(path: Path, report: ReadReport, warn: bool) -> _Opened:
         raise DataError(
             f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}; "
             f"a police.uk street-level file has: {', '.join(police.STREET_COLUMNS)}")
-    opened = _Opened(path, size, digest, encoding, header, _FileChecks())
+    opened = _Opened(path, size, digest, encoding, header, _FileChecks(), columns)
     if size <= READ_AHEAD:
         opened.batches = list(_batches(opened))
     return opened
@@ -302,7 +334,8 @@ def _batches(opened: _Opened) -> Iterator[pa.RecordBatch]:
 
     opened.source = source = pa.OSFile(str(opened.path))
     try:
-        reader = _reader(source, opened.encoding, opened.checks, len(opened.header))
+        reader = _reader(source, opened.encoding, opened.checks, len(opened.header),
+                         opened.columns)
         while True:
             try:
                 yield reader.read_next_batch()
@@ -316,45 +349,63 @@ def _batches(opened: _Opened) -> Iterator[pa.RecordBatch]:
         source.close()
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    import pandas as pd
+def _frame(batches: list[pa.RecordBatch]) -> pd.DataFrame:
+    """One frame of several files' batches, their rows keyed (`split.row_keys`): one
+    conversion to pandas and one pass of hashing, not one per file."""
+    import pyarrow as pa
 
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    table = pa.Table.from_batches(batches)
+    ids = table[ID].combine_chunks()
+    keys = split.hash_strings(ids)
+    by_place = table[PLACE_KEY].to_numpy()
+    no_id = by_place != 0
+    keys[no_id] = by_place[no_id]
+    frame: pd.DataFrame = table.drop_columns([ID, PLACE_KEY]).to_pandas()
+    frame["row_key"] = keys
+    return frame
 
 
 def scan(source: data.Source, report: ReadReport | None = None, *,
-         progress: bool = False, label: str = "Read", warn: bool = True) -> Iterator[pd.DataFrame]:
+         progress: bool = False, label: str = "Read", warn: bool = True,
+         columns: Sequence[str] = COLUMNS[1:]) -> Iterator[pd.DataFrame]:
     """Yield the usable rows of every file, batch by batch, filling ``report`` (counts,
     drops, Latin-1 files, fingerprint) as `data.read_crimes` does; its errors are raised
     when the data turns out to be unusable, after the last batch. Without ``warn``, what
-    `read_crimes` would log as a warning is only counted (for a second pass)."""
+    `read_crimes` would log as a warning is only counted (for a second pass). The frames
+    hold ``columns`` (by default every column the reader keeps), ``caught`` and
+    ``row_key``; the columns every check needs are read whatever ``columns`` says."""
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise ValueError(f"not a column of the reader: {', '.join(unknown)}")
     files = data.find_files(source)
     report = report if report is not None else ReadReport(files=files)
     report.files = files
     for reason in ("without an outcome", "with an open outcome", "with an unknown outcome"):
         report.dropped.setdefault(reason, 0)
     meter = Progress(sum(f.stat().st_size for f in files), len(files), label) if progress else None
-    state = _Scan(files, report, meter)
+    kept = tuple(c for c in COLUMNS if c in columns)
+    parsed = tuple(c for c in COLUMNS if c in CHECKED or c in kept)
+    state = _Scan(files, report, meter, kept)
     # Small files (police.uk has one per force and month) are yielded together, so that
     # each frame's fixed costs downstream are paid per ~ROWS rows, not per file.
-    pending: list[pd.DataFrame] = []
+    pending: list[pa.RecordBatch] = []
     held = 0
     # One thread opens (hashes, checks, parses) the next file while this one is processed:
     # most of either job runs outside the GIL, so two cores are both busy.
     with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
-        ahead = pool.submit(_open, files[0], report, warn)
+        ahead = pool.submit(_open, files[0], report, warn, parsed)
         for i in range(len(files)):
             opened = ahead.result()
             if i + 1 < len(files):
-                ahead = pool.submit(_open, files[i + 1], report, warn)
-            for frame in state.file(opened, i):
-                pending.append(frame)
-                held += len(frame)
+                ahead = pool.submit(_open, files[i + 1], report, warn, parsed)
+            for batch in state.file(opened, i):
+                pending.append(batch)
+                held += batch.num_rows
                 if held >= ROWS:
-                    yield _concat(pending)
+                    yield _frame(pending)
                     pending, held = [], 0
     if pending:
-        yield _concat(pending)
+        yield _frame(pending)
     if meter is not None:
         meter.update(state.done_bytes, len(files), report.rows_read, final=True)
     report.fingerprint = data.combine_digests(state.digests)

@@ -128,6 +128,35 @@ def test_row_keys_hash_ids_of_any_length_and_fall_back_to_file_and_line() -> Non
     assert (keys[[3, 4]] != other_file[[3, 4]]).all()
 
 
+def test_only_the_columns_asked_for_are_kept_and_every_check_still_runs(
+        crime_data: Path, tmp_path: Path) -> None:
+    whole, report = streamed(crime_data)
+    some = data.ReadReport(files=[])
+    frames = list(stream.scan(crime_data, some, columns=("Location",)))
+    assert all(list(f.columns) == ["Location", "caught", "row_key"] for f in frames)
+    only = pd.concat(frames, ignore_index=True)
+    assert some.summary() == report.summary() and some.fingerprint == report.fingerprint
+    assert only["row_key"].tolist() == whole["row_key"].tolist()  # the same rows, the same keys
+    assert only["Location"].tolist() == whole["Location"].tolist()
+    assert (only["caught"] == whole["caught"]).all()
+    # The month, force and crime type are checked (and the outcome read) although not kept.
+    path = write(tmp_path / "x.csv", row(), row(force=""), row(month="2024"))
+    with pytest.raises(data.DataError, match="x.csv:4: Month '2024'"):
+        list(stream.scan(path, columns=("Location",)))
+    with pytest.raises(ValueError, match="not a column of the reader: Age"):
+        list(stream.scan(path, columns=("Age",)))
+
+
+def test_each_feature_needs_only_its_column(crime_data: Path) -> None:
+    """What `aggregate` reads (`Feature.column`) is all each feature is extracted from."""
+    from batcomputer.training import features
+
+    whole, _ = streamed(crime_data)
+    for name, feature in features.FEATURES.items():
+        alone = features.extract(whole[[feature.column]], [name])
+        assert alone.equals(features.extract(whole, [name])), name
+
+
 def collected(source: Path, config: train.TrainConfig, **kwargs: int) -> aggregate.TrainingSet:
     return aggregate.collect(source, config, data.ReadReport(files=[]), **kwargs)
 
