@@ -4,8 +4,11 @@
 (their outcome says caught or not caught) as pandas frames of at least `ROWS` rows, with the
 reader's columns, ``caught`` and ``row_key``. While one file is processed, a second thread
 hashes, checks and parses the next (police.uk files are one force and month, a few MB;
-a file above `READ_AHEAD` is parsed `BLOCK_SIZE` bytes at a time instead). Memory is a
-couple of files or blocks, whatever the number of rows, so the whole archive streams through.
+a file above `READ_AHEAD` is parsed `BLOCK_SIZE` bytes at a time instead). Files read ahead
+are checked in groups of about `ROWS` rows, so that each step's fixed cost is paid once per
+group rather than once per file, each row keeping its file's line, key and rules. Memory is
+a group of files or a couple of blocks, whatever the number of rows, so the whole archive
+streams through.
 
 The rules are `data.read_crimes`' and the tests hold the two readers to the same counts:
 UTF-8 with or without a BOM, else Latin-1 (logged and counted); CRLF or LF; quoted fields,
@@ -196,28 +199,32 @@ class _Scan:
         self.caught = self.not_caught = 0
         self.done_bytes = 0
 
-    def batch(self, table: pa.RecordBatch, present: set[str], first_line: int, file_key: int,
-              checks: _FileChecks) -> pa.RecordBatch | None:
+    def batch(self, table: pa.RecordBatch, lines: np.ndarray, keys: np.ndarray,
+              owner: np.ndarray, checks: Sequence[_FileChecks]) -> pa.RecordBatch | None:
+        """Check, count and key the rows of ``table`` (one or several files' rows: row r is
+        line ``lines[r]`` of file ``owner[r]``, whose key is ``keys[r]`` and whose checks
+        are ``checks[owner[r]]``); its usable rows, with the columns asked for."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n = table.num_rows
         if n == 0:
             return None
-        column = {c: (pc.utf8_trim_whitespace(table[c]) if c in present
-                      else pa.repeat(pa.scalar("", pa.string()), n))
+        # A column a file does not have is read as nulls: it is empty.
+        column = {c: pc.fill_null(pc.utf8_trim_whitespace(table[c]), "")
                   for c in COLUMNS if c in CHECKED or c in self.columns}
         month_ok = pc.match_substring_regex(column["Month"], MONTH_PATTERN).to_numpy(zero_copy_only=False)
         if not month_ok.all():
             bad = np.flatnonzero(~month_ok)
-            checks.bad_months += len(bad)
-            if checks.bad_month is None:
-                checks.bad_month = (first_line + int(bad[0]), column["Month"][int(bad[0])].as_py())
+            for f, first, count in zip(*_first_per_owner(owner, bad), strict=True):
+                checks[f].bad_months += count
+                if checks[f].bad_month is None:
+                    checks[f].bad_month = (int(lines[first]), column["Month"][first].as_py())
         for name in ("Reported by", "Crime type"):
-            if name not in checks.empty:
-                empty = pc.equal(column[name], "").to_numpy(zero_copy_only=False)
-                if empty.any():
-                    checks.empty[name] = first_line + int(np.flatnonzero(empty)[0])
+            empty = pc.equal(column[name], "").to_numpy(zero_copy_only=False)
+            if empty.any():
+                for f, first, _ in zip(*_first_per_owner(owner, np.flatnonzero(empty)), strict=True):
+                    checks[f].empty.setdefault(name, int(lines[first]))
         outcome = column["Last outcome category"]
         values, kinds = _outcome_table()
         found = pc.index_in(outcome, value_set=values).fill_null(-1).to_numpy(zero_copy_only=False)
@@ -247,43 +254,77 @@ class _Scan:
         no_id = pc.equal(ids, "").to_numpy(zero_copy_only=False)
         by_place = np.zeros(kept, dtype=np.uint64)
         if no_id.any():
-            lines = first_line + np.flatnonzero(usable)[no_id]
-            by_place[no_id] = split.place_keys(file_key, lines)
+            rows = np.flatnonzero(usable)[no_id]
+            by_place[no_id] = split.place_keys(keys[rows], lines[rows])
         return pa.RecordBatch.from_pydict({**{c: column[c].filter(mask) for c in self.columns},
                                            "caught": caught, ID: ids, PLACE_KEY: by_place})
 
-    def file(self, opened: _Opened, done_files: int) -> Iterator[pa.RecordBatch]:
+    def process(self, group: list[_Opened], done_files: int) -> Iterator[pa.RecordBatch]:
+        """The usable rows of a group of files read ahead, checked together (the fixed cost
+        of each step is paid once per group, not per file), or of one large file, block by
+        block; then each file's own rules, in file order."""
         import pyarrow as pa
 
-        path, checks = opened.path, opened.checks
-        self.digests.append(opened.digest)
-        present = set(opened.header)
-        file_key = int(opened.digest[:16], 16)
-        line = 2  # the header is line 1
-        tables = opened.batches if opened.batches is not None else _batches(opened)
-        for table in tables:
-            frame = self.batch(table, present, line, file_key, checks)
-            line += table.num_rows
+        checks = [opened.checks for opened in group]
+        file_keys = [np.uint64(int(opened.digest[:16], 16)) for opened in group]
+        self.digests.extend(opened.digest for opened in group)
+        if group[0].batches is None:  # a large file: its blocks as they are parsed
+            assert len(group) == 1
+            line = 2  # the header is line 1
+            for table in _batches(group[0]):
+                n = table.num_rows
+                rows = self.batch(table, np.arange(line, line + n), np.full(n, file_keys[0]),
+                                  np.zeros(n, dtype=np.intp), checks)
+                line += n
+                if self.progress is not None:
+                    self.progress.update(self.done_bytes + group[0].position(), done_files,
+                                         self.report.rows_read)
+                if rows is not None:
+                    yield rows
+        else:
+            tables = [t for opened in group for t in opened.batches or () if t.num_rows]
+            sizes = [sum(t.num_rows for t in opened.batches or ()) for opened in group]
+            if tables:
+                whole = pa.Table.from_batches(tables).combine_chunks().to_batches()[0]
+                lines = np.concatenate([np.arange(2, 2 + n) for n in sizes])
+                rows = self.batch(whole, lines, np.repeat(np.array(file_keys), sizes),
+                                  np.repeat(np.arange(len(group)), sizes), checks)
+                if rows is not None:
+                    yield rows
+        for k, opened in enumerate(group):
+            yield from self._short_rows(opened, file_keys[k])
+            opened.checks.raise_first(opened.path)
+            self.done_bytes += opened.size
             if self.progress is not None:
-                self.progress.update(self.done_bytes + opened.position(), done_files,
-                                     self.report.rows_read)
-            if frame is not None:
-                yield frame
-        if checks.short_rows:
-            # Rows with too few fields, padded; their lines are not known here (Arrow reports
-            # none when parsing in parallel), so they get distinct negative ones for the key,
-            # and a broken rule is reported by `read_crimes`' own reader, which knows them.
-            short = pa.RecordBatch.from_pydict({name: [r[i] for r in checks.short_rows]
-                                                for i, name in enumerate(opened.header)
-                                                if name in opened.columns})
-            frame = self.batch(short, present & set(short.column_names), -len(checks.short_rows),
-                               file_key, checks)
-            if checks.bad_month or checks.empty:
-                data._read_one(path)
-            if frame is not None:
-                yield frame
-        checks.raise_first(path)
-        self.done_bytes += opened.size
+                self.progress.update(self.done_bytes, done_files + k + 1, self.report.rows_read)
+
+    def _short_rows(self, opened: _Opened, file_key: np.uint64) -> Iterator[pa.RecordBatch]:
+        """Rows with too few fields, padded; their lines are not known here (Arrow reports
+        none when parsing in parallel), so they get distinct negative ones for the key, and
+        a broken rule is reported by `read_crimes`' own reader, which knows them."""
+        import pyarrow as pa
+
+        short_rows, checks = opened.checks.short_rows, opened.checks
+        if not short_rows:
+            return
+        where = {name: i for i, name in enumerate(opened.header)}
+        short = pa.RecordBatch.from_pydict(
+            {c: pa.array([r[where[c]] for r in short_rows] if c in where
+                         else [None] * len(short_rows), pa.string())
+             for c in opened.columns})
+        n = len(short_rows)
+        rows = self.batch(short, np.arange(-n, 0), np.full(n, file_key),
+                          np.zeros(n, dtype=np.intp), [checks])
+        if checks.bad_month or checks.empty:
+            data._read_one(opened.path)
+        if rows is not None:
+            yield rows
+
+
+def _first_per_owner(owner: np.ndarray, rows: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """For rows (in order) owned by files: each file, its first row and how many it has."""
+    files, first, counts = np.unique(owner[rows], return_index=True, return_counts=True)
+    return files.tolist(), rows[first].tolist(), counts.tolist()
 
 
 @dataclass
@@ -390,20 +431,43 @@ def scan(source: data.Source, report: ReadReport | None = None, *,
     # each frame's fixed costs downstream are paid per ~ROWS rows, not per file.
     pending: list[pa.RecordBatch] = []
     held = 0
-    # One thread opens (hashes, checks, parses) the next file while this one is processed:
-    # most of either job runs outside the GIL, so two cores are both busy.
-    with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
-        ahead = pool.submit(_open, files[0], report, warn, parsed)
-        for i in range(len(files)):
-            opened = ahead.result()
-            if i + 1 < len(files):
-                ahead = pool.submit(_open, files[i + 1], report, warn, parsed)
-            for batch in state.file(opened, i):
+    # One thread opens (hashes, checks, parses) the next file while these are processed:
+    # most of either job runs outside the GIL, so two cores are both busy. Files read ahead
+    # are processed in groups of about ROWS rows.
+    group: list[_Opened] = []
+    group_rows = done = 0
+
+    def drain(groups: list[list[_Opened]]) -> Iterator[pd.DataFrame]:
+        nonlocal pending, held, done
+        for each in groups:
+            for batch in state.process(each, done):
                 pending.append(batch)
                 held += batch.num_rows
                 if held >= ROWS:
                     yield _frame(pending)
                     pending, held = [], 0
+            done += len(each)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
+        ahead = pool.submit(_open, files[0], report, warn, parsed)
+        for i in range(len(files)):
+            try:
+                opened = ahead.result()
+            except Exception:
+                yield from drain([group] if group else [])  # the files before a bad one fail first
+                raise
+            if i + 1 < len(files):
+                ahead = pool.submit(_open, files[i + 1], report, warn, parsed)
+            if opened.batches is None:  # a large file: on its own, after the group before it
+                groups = [g for g in (group, [opened]) if g]
+            else:
+                group.append(opened)
+                group_rows += sum(t.num_rows for t in opened.batches)
+                if group_rows < ROWS and i + 1 < len(files):
+                    continue
+                groups = [group]
+            yield from drain(groups)
+            group, group_rows = [], 0
     if pending:
         yield _frame(pending)
     if meter is not None:

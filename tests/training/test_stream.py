@@ -15,7 +15,7 @@ import pytest
 from crimecsv import HEADER, row, write
 
 from batcomputer.cli import main as cli
-from batcomputer.training import aggregate, data, split, stream, train
+from batcomputer.training import aggregate, data, police, split, stream, train
 
 
 def streamed(source: str | Path) -> tuple[pd.DataFrame, data.ReadReport]:
@@ -314,6 +314,38 @@ def test_files_fail_in_order_although_the_next_is_read_ahead(tmp_path: Path) -> 
     assert str(new.value) == str(old.value) and "a.csv:3: Month '2024-3'" in str(new.value)
     scan = stream.scan(tmp_path / "a.csv")
     scan.close()  # a consumer that stops early leaves no thread behind
+
+
+def test_files_checked_together_keep_their_own_lines_columns_and_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small files are checked in groups: each file still has its own lines, its own missing
+    columns and its own errors, in file order; a large file between them is read in blocks."""
+    no_map = ",".join(c for c in police.STREET_COLUMNS if c not in ("Latitude", "Longitude"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write(folder / "a.csv", *[row()] * 3, row(crime="Drugs", outcome="Unable to prosecute suspect"))
+    (folder / "b.csv").write_text("\n".join(
+        [no_map, *[",".join(f for i, f in enumerate(row().split(",")) if i not in (4, 5))] * 2,
+         ""]))
+    write(folder / "c.csv", row(outcome=""), row(crime="Robbery"),
+          *[row(outcome="Investigation complete; no suspect identified")] * 3)
+    write(folder / "d.csv", *[row(force="Surrey Police")] * 60)
+    write(folder / "e.csv", row(), row(crime="Drugs", outcome="Offender fined"))
+    monkeypatch.setattr(stream, "READ_AHEAD", 2000)  # d.csv is a large file
+    monkeypatch.setattr(stream, "BLOCK_SIZE", 1 << 10)
+    same_reading(folder)
+    new, _ = streamed(folder)
+    assert (new["Latitude"] == "").sum() == 2  # b.csv's rows, as read_crimes has them
+    write(folder / "e.csv", row(), row(crime=""))
+    with pytest.raises(data.DataError, match=r"e.csv:3: 'Crime type' is empty"):
+        streamed(folder)
+    write(folder / "b.csv", row(), row(), row(month="2024-3"), row(month="x"))
+    with pytest.raises(data.DataError) as old:
+        data.read_crimes(folder)
+    with pytest.raises(data.DataError) as streamed_error:
+        streamed(folder)
+    assert str(streamed_error.value) == str(old.value)
+    assert "b.csv:4: Month '2024-3' is not YYYY-MM (2 such row(s) in this file)" in str(old.value)
 
 
 def test_a_second_pass_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
