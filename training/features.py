@@ -90,7 +90,9 @@ def extract(crimes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Raw feature values (strings, ints or floats), one column per feature."""
     import pandas as pd
 
-    return pd.DataFrame({n: FEATURES[n].extract(crimes).to_numpy() for n in names})
+    # The values' own arrays (not numpy copies: Python objects for strings, which pandas
+    # would turn back into strings), under a fresh index.
+    return pd.DataFrame({n: FEATURES[n].extract(crimes).array for n in names})
 
 
 def usable_rows(raw: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
