@@ -34,7 +34,7 @@ import hashlib
 import io
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +58,8 @@ a small multiple of this."""
 CHUNK: Final = 1 << 20
 ROWS: Final = 25_000
 """Usable rows per yielded frame (at least, unless the data runs out)."""
+READ_AHEAD_FILES: Final = 2
+"""Files opened ahead at once, each by its own thread."""
 READ_AHEAD: Final = 64 << 20
 """Files up to this size are parsed whole, ahead, in a second thread; larger ones in
 `BLOCK_SIZE` batches as they are processed, so memory stays bounded for any file."""
@@ -113,9 +115,10 @@ class _FileChecks:
                 raise DataError(f"{path}:{self.empty[column]}: {column!r} is empty")
 
 
-def _digest_and_encoding(path: Path, report: ReadReport, warn: bool) -> tuple[str, str, str]:
-    """The file's sha256, the encoding to read it with (UTF-8, else Latin-1, logged and
-    counted as `data` does) and its first line of text (the header), in one pass."""
+def _digest_and_encoding(path: Path) -> tuple[str, str, str]:
+    """The file's sha256, the encoding to read it with (UTF-8, else Latin-1, which `scan`
+    logs and counts, in file order, as `data` does) and its first line of text (the
+    header), in one pass."""
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
@@ -135,8 +138,7 @@ def _digest_and_encoding(path: Path, report: ReadReport, warn: bool) -> tuple[st
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             utf8 = False
-    # data._encoding reads the file again to log where it stops being UTF-8 (a rare path).
-    encoding = "utf-8" if utf8 else data._encoding(path, report, warn=warn)
+    encoding = "utf-8" if utf8 else "latin-1"
     text = first.decode("utf-8" if utf8 else "latin-1", errors="replace").removeprefix("\ufeff")
     return digest.hexdigest(), encoding, text
 
@@ -349,13 +351,13 @@ class _Opened:
         return min(int(self.source.tell()), self.size)
 
 
-def _open(path: Path, report: ReadReport, warn: bool, columns: tuple[str, ...] = COLUMNS) -> _Opened:
+def _open(path: Path, columns: tuple[str, ...] = COLUMNS) -> _Opened:
     """Digest, encoding and header of a file, and its batches if it is small enough to read
     ahead (`scan` runs this for the next file while the current one is processed)."""
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: file is empty (expected a police.uk street-level CSV header)")
-    digest, encoding, text = _digest_and_encoding(path, report, warn)
+    digest, encoding, text = _digest_and_encoding(path)
     header = _header(text)
     if not header or header == [""]:
         raise DataError(f"{path}: file is empty (no columns in its header)")
@@ -431,9 +433,9 @@ def scan(source: data.Source, report: ReadReport | None = None, *,
     # each frame's fixed costs downstream are paid per ~ROWS rows, not per file.
     pending: list[pa.RecordBatch] = []
     held = 0
-    # One thread opens (hashes, checks, parses) the next file while these are processed:
-    # most of either job runs outside the GIL, so two cores are both busy. Files read ahead
-    # are processed in groups of about ROWS rows.
+    # Threads open (hash, check, parse) the next files while these are processed: most of
+    # either job runs outside the GIL, so both cores are busy. Files read ahead are
+    # processed in groups of about ROWS rows, in file order.
     group: list[_Opened] = []
     group_rows = done = 0
 
@@ -448,16 +450,18 @@ def scan(source: data.Source, report: ReadReport | None = None, *,
                     pending, held = [], 0
             done += len(each)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="csv-read-ahead") as pool:
-        ahead = pool.submit(_open, files[0], report, warn, parsed)
+    with ThreadPoolExecutor(READ_AHEAD_FILES, thread_name_prefix="csv-read-ahead") as pool:
+        ahead = deque(pool.submit(_open, path, parsed) for path in files[:READ_AHEAD_FILES])
         for i in range(len(files)):
             try:
-                opened = ahead.result()
+                opened = ahead.popleft().result()
             except Exception:
                 yield from drain([group] if group else [])  # the files before a bad one fail first
                 raise
-            if i + 1 < len(files):
-                ahead = pool.submit(_open, files[i + 1], report, warn, parsed)
+            if i + READ_AHEAD_FILES < len(files):
+                ahead.append(pool.submit(_open, files[i + READ_AHEAD_FILES], parsed))
+            if opened.encoding == "latin-1":  # logged and counted in file order
+                data._encoding(opened.path, report, warn=warn)
             if opened.batches is None:  # a large file: on its own, after the group before it
                 groups = [g for g in (group, [opened]) if g]
             else:
