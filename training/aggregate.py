@@ -118,12 +118,6 @@ def collect(source: Source, config: TrainConfig, report: ReadReport, *,
 
     if sample_rows < 1:
         raise ValueError(f"the sample must hold at least one row, not {sample_rows:,}")
-    import pyarrow.compute  # noqa: F401 - imported before scikit-learn starts importing
-    import pyarrow.csv  # noqa: F401
-
-    from batcomputer.training import train
-
-    train.preload(config.classifier)  # while the files are read
     names = config.features
     rare = _rare_lookups(source, config, progress)
     counting = aggregatable(names)

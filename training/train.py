@@ -41,23 +41,6 @@ CLASSIFIERS: Final[dict[str, tuple[str, dict[str, Any]]]] = {
 PARALLEL_FIT: Final[frozenset[str]] = frozenset({"random-forest", "extra-trees"})
 
 
-def preload(classifier: str) -> None:
-    """Import the classifier's modules (scikit-learn, and the metrics it is scored with) in
-    a background thread: most of a second of imports that can overlap with reading data."""
-    import threading
-
-    modules = (CLASSIFIERS[classifier][0].rpartition(".")[0], "sklearn.metrics")
-
-    def load() -> None:
-        for module in modules:
-            try:
-                importlib.import_module(module)
-            except Exception:  # noqa: BLE001 - the import where it is needed says what is wrong
-                return
-
-    threading.Thread(target=load, name="preload-" + classifier).start()
-
-
 def estimator_class(name: str) -> type[Any]:
     path, _ = CLASSIFIERS[name]
     module, _, attr = path.rpartition(".")
