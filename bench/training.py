@@ -8,11 +8,12 @@ timed), then trains the reference model (force, crime, month; 100-tree random fo
 - memory: `data.read_crimes` + `train.train` (every row in a pandas frame; what
   `batcomputer train --engine memory` runs, and what `train` ran before streaming);
 - stream: `aggregate.collect` + `train.train_set` (`batcomputer train`'s default).
-Both are timed from process start to hold-out metrics (reading, features, fitting,
-scoring), with the peak resident memory of the process (ru_maxrss from wait4). Then both
-run as the whole command, `batcomputer -q train --engine E`, which adds the fast form's
-conversion and check and the publishing: their cost depends on the model (a 100-tree
-forest with a leaf per few combinations), not on the rows, except that the memory engine
+Both are timed from process start to hold-out metrics (imports, reading, features,
+fitting, scoring), with the peak resident memory of the process (ru_maxrss from wait4).
+Then both run as the whole command, `batcomputer -q train --engine E`, which adds the fast
+form's conversion and check and the publishing: their cost depends on the model (a
+100-tree forest with a leaf per combination, about 1.4 million nodes, whose onnxruntime
+session alone takes about 600 MB to build), not on the rows, except that the memory engine
 checks up to 100,000 hold-out rows where the stream engine checks its hold-out combinations.
 
 Printed: the figures per size and engine, both engines' hold-out metrics (rows drawn

@@ -78,6 +78,11 @@ def _usable(frame: pd.DataFrame, names: tuple[str, ...],
     return raw[usable].reset_index(drop=True), usable
 
 
+def _columns(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The police.uk columns the features are extracted from (the only ones read)."""
+    return tuple(dict.fromkeys(features.FEATURES[n].column for n in names))
+
+
 def _rare_lookups(source: Source, config: TrainConfig, progress: bool) -> Lookup:
     """The first pass: count the values of features whose rare values become "Other"."""
 
@@ -89,7 +94,7 @@ def _rare_lookups(source: Source, config: TrainConfig, progress: bool) -> Lookup
     total = 0
     # Its warnings (Latin-1 files, unknown outcomes) are the second pass's to give.
     for frame in stream.scan(source, ReadReport(files=[]), progress=progress,
-                             label="Pass 1/2: read", warn=False):
+                             label="Pass 1/2: read", warn=False, columns=_columns(checked)):
         raw, _ = _usable(frame, checked, {})
         total += len(raw)
         for name in rare:
@@ -124,7 +129,8 @@ def collect(source: Source, config: TrainConfig, report: ReadReport, *,
     sample: pd.DataFrame | None = None
     usable_rows = 0
     label = "Pass 2/2: read" if rare else "Read"
-    batches: Iterator[pd.DataFrame] = stream.scan(source, report, progress=progress, label=label)
+    batches: Iterator[pd.DataFrame] = stream.scan(source, report, progress=progress, label=label,
+                                                  columns=_columns(names))
     for frame in batches:
         raw, usable = _usable(frame, names, dropped)
         if not len(raw):

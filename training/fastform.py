@@ -5,6 +5,11 @@ converts forests, histogram gradient boosting and linear models), the server nee
 scikit-learn and no pickle to load it, and one call costs microseconds where
 ``predict_proba`` costs milliseconds (bench/server.py measures both on the same model).
 
+Forests (random-forest, extra-trees) are converted by `forest_onnx`, which writes the graph
+skl2onnx writes for them from the trees' arrays at once: a forest trained on many rows has a
+leaf per combination of inputs in every tree (over a million nodes for the reference model),
+and skl2onnx, which walks them node by node in Python, took 7 s and 1 GB more for it.
+
 Exactness. scikit-learn's trees compare ``float32(x) <= t`` with a float64 threshold
 ``t``. For a float32 ``x`` that is the same as ``x <= t32``, with ``t32`` the largest
 float32 not above ``t``. So a tree model is converted with float32 inputs from a copy whose
@@ -26,7 +31,7 @@ import copy
 import itertools
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -69,20 +74,21 @@ def build(model: Any, lookup: Lookup, schema_inputs: Sequence[dict[str, Any]],
     form (see `_candidates`) within ``tolerance`` wins."""
     import numpy as np
     import onnxruntime
-    import skl2onnx
 
     sample, sampled = input_sample(lookup, schema_inputs, x_train, seed=seed)
     x = np.vstack([x_test[:HOLDOUT_ROWS], sample])
     expected = np.asarray(model.predict_proba(x), dtype=np.float64)
     base: dict[str, Any] = {
-        "format": "onnx", "runtime": "onnxruntime", "converter": f"skl2onnx {skl2onnx.__version__}",
-        "onnxruntime": onnxruntime.__version__, "tolerance": tolerance,
+        "format": "onnx", "runtime": "onnxruntime", "onnxruntime": onnxruntime.__version__,
+        "tolerance": tolerance,
         "rows_checked": len(x), "checked": f"{min(len(x_test), HOLDOUT_ROWS):,} hold-out rows "
                                            f"and {sampled}"}
     failures = []
-    for precision, candidate in _candidates(model):
+    converters = []
+    for precision, convert in _candidates(model, x.shape[1]):
         try:
-            data = _convert(candidate, x.shape[1], precision)
+            data, converter = convert()
+            converters.append(converter)
             found = predict(data, x)
         except Exception as exc:  # a converter or runtime refusal is a reason, not a crash
             failures.append(f"{precision}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -95,11 +101,12 @@ def build(model: Any, lookup: Lookup, schema_inputs: Sequence[dict[str, Any]],
         if diff <= tolerance:
             log.info("Fast form (ONNX, %s inputs): largest difference %.3g on %s rows",
                      precision, diff, f"{len(x):,}")
-            return FastForm(data, {**base, "file": FILE, "input": precision,
-                                   "max_abs_diff": diff})
+            return FastForm(data, {**base, "converter": converter, "file": FILE,
+                                   "input": precision, "max_abs_diff": diff})
         failures.append(f"{precision}: largest difference {diff:.3g} is above the "
                         f"tolerance {tolerance:g}")
-    return FastForm(None, {**base, "refused": "; ".join(failures)})
+    return FastForm(None, {**base, "converter": ", ".join(dict.fromkeys(converters)),
+                           "refused": "; ".join(failures)})
 
 
 def predict(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -119,24 +126,122 @@ def predict(data: bytes, x: np.ndarray) -> np.ndarray:
     return rescaled
 
 
-def _candidates(model: Any) -> Iterator[tuple[str, Any]]:
-    """Tree models in float32 (thresholds rounded down), others in float64; then the other."""
-    floored = _floor_thresholds(model)
-    if floored is not None:
-        yield "float32", floored
-        yield "float64", model
+Conversion = Callable[[], tuple[bytes, str]]
+"""Converts when called: the ONNX bytes and the converter's name, for metadata.json."""
+
+
+def _candidates(model: Any, n_inputs: int) -> Iterator[tuple[str, Conversion]]:
+    """Tree models in float32 (thresholds rounded down), others in float64; then the other.
+    A binary forest is converted by `forest_onnx` (the same graph as skl2onnx's, built from
+    the trees' arrays), any other model by skl2onnx. Each conversion happens only when the
+    one before it failed."""
+    if _binary_forest(model):
+        yield "float32", lambda: (forest_onnx(model, n_inputs), FOREST_CONVERTER)
+        yield "float64", lambda: _convert(model, n_inputs, "float64")
+        return
+    if next(_split_thresholds(model), None) is not None:
+        yield "float32", lambda: _convert(_floor_thresholds(model), n_inputs, "float32")
+        yield "float64", lambda: _convert(model, n_inputs, "float64")
     else:
-        yield "float64", model
-        yield "float32", model
+        yield "float64", lambda: _convert(model, n_inputs, "float64")
+        yield "float32", lambda: _convert(model, n_inputs, "float32")
 
 
-def _convert(model: Any, n_inputs: int, precision: str) -> bytes:
+def _convert(model: Any, n_inputs: int, precision: str) -> tuple[bytes, str]:
+    import skl2onnx
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
     tensor = FloatTensorType if precision == "float32" else DoubleTensorType
     onx = convert_sklearn(model, initial_types=[("inputs", tensor([None, n_inputs]))],
                           options={"zipmap": False}, name="batcomputer")
+    data: bytes = onx.SerializeToString()
+    return data, f"skl2onnx {skl2onnx.__version__}"
+
+
+CHUNK: Final = 1 << 16
+FOREST_CONVERTER: Final = "batcomputer forest_onnx (skl2onnx's TreeEnsembleClassifier graph)"
+
+
+def _binary_forest(model: Any) -> bool:
+    """A fitted forest of scikit-learn decision trees with one output and two integer classes
+    (what the CLI's random-forest and extra-trees are)."""
+    import numpy as np
+
+    classes = getattr(model, "classes_", None)
+    estimators = getattr(model, "estimators_", None)
+    return (isinstance(estimators, list) and len(estimators) > 0
+            and all(hasattr(e, "tree_") for e in estimators)
+            and getattr(model, "n_outputs_", None) == 1
+            and isinstance(classes, np.ndarray) and len(classes) == 2
+            and np.issubdtype(classes.dtype, np.integer))
+
+
+def forest_onnx(model: Any, n_inputs: int) -> bytes:
+    """A binary forest as one ONNX TreeEnsembleClassifier with float32 inputs: node for node
+    what skl2onnx 1.20 writes (same attributes, same values; a test holds them equal), with
+    split thresholds rounded down to float32 (see the module's note on exactness), but built
+    from the trees' arrays at once instead of node by node in Python."""
+    import numpy as np
+    from onnx import AttributeProto, TensorProto, helper
+
+    trees = [e.tree_ for e in model.estimators_]
+    sizes = np.array([t.node_count for t in trees], dtype=np.int64)
+    tree_ids = np.repeat(np.arange(len(trees), dtype=np.int64), sizes)
+    node_ids = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+    left = np.concatenate([t.children_left for t in trees]).astype(np.int64)
+    right = np.concatenate([t.children_right for t in trees]).astype(np.int64)
+    branch = (left > node_ids) | (right > node_ids)
+    feature = np.where(branch, np.concatenate([t.feature for t in trees]), 0).astype(np.int64)
+    threshold = np.concatenate([t.threshold for t in trees])
+    threshold = np.where(branch, floor_float32(np.where(branch, threshold, 0.0)), 0.0)
+    leaf = ~branch
+    # Leaves' class weights: P(class 1) / trees, as skl2onnx computes it (counts normalised).
+    value = np.concatenate([t.value[:, 0, :] for t in trees])[leaf]
+    total = value.sum(axis=1)
+    factor = (1.0 / len(trees)) / np.where(total != 0.0, total, 1.0)
+    weights = value[:, 1] * factor
+
+    # Built in place: each of these attributes holds a value per node, and a copy of a
+    # million-node model (which make_node/make_graph would make) is hundreds of MB.
+    onx = helper.make_model(
+        helper.make_graph(
+            [], "batcomputer",
+            [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, [None, n_inputs])],
+            [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+             helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [None, 2])]),
+        ir_version=10, producer_name="batcomputer",
+        opset_imports=[helper.make_opsetid("ai.onnx.ml", 1), helper.make_opsetid("", 21)])
+    node = onx.graph.node.add(op_type="TreeEnsembleClassifier", domain="ai.onnx.ml",
+                              name="TreeEnsembleClassifier", input=["inputs"],
+                              output=["label", OUTPUT])
+
+    def attribute(name: str, kind: AttributeProto.AttributeType, values: Any) -> None:
+        attr = node.attribute.add(name=name, type=kind)
+        field: Any = {AttributeProto.INTS: attr.ints, AttributeProto.FLOATS: attr.floats,
+                      AttributeProto.STRINGS: attr.strings}[kind]
+        for start in range(0, len(values), CHUNK):  # bounded lists of Python objects
+            part = values[start:start + CHUNK]
+            field.extend(part.tolist() if isinstance(part, np.ndarray) else part)
+
+    ints, floats = AttributeProto.INTS, AttributeProto.FLOATS
+    n_leaves, n_nodes = int(leaf.sum()), len(branch)
+    # In name order, as skl2onnx writes them.
+    attribute("class_ids", ints, np.zeros(n_leaves, dtype=np.int64))
+    attribute("class_nodeids", ints, node_ids[leaf])
+    attribute("class_treeids", ints, tree_ids[leaf])
+    attribute("class_weights", floats, weights)
+    attribute("classlabels_int64s", ints, [int(c) for c in model.classes_])
+    attribute("nodes_falsenodeids", ints, np.where(branch, right, 0))
+    attribute("nodes_featureids", ints, feature)
+    attribute("nodes_hitrates", floats, np.ones(n_nodes))
+    attribute("nodes_missing_value_tracks_true", ints, np.zeros(n_nodes, dtype=np.int64))
+    attribute("nodes_modes", AttributeProto.STRINGS, np.where(branch, b"BRANCH_LEQ", b"LEAF"))
+    attribute("nodes_nodeids", ints, node_ids)
+    attribute("nodes_treeids", ints, tree_ids)
+    attribute("nodes_truenodeids", ints, np.where(branch, left, 0))
+    attribute("nodes_values", floats, threshold)
+    node.attribute.add(name="post_transform", type=AttributeProto.STRING, s=b"NONE")
     data: bytes = onx.SerializeToString()
     return data
 

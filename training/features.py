@@ -45,6 +45,8 @@ class Feature:
     name: str
     description: str
     kind: str  # "categorical", "integer" or "number"
+    column: str
+    """The police.uk column it is extracted from."""
     extract: Callable[[pd.DataFrame], pd.Series]
     minimum: float | None = None
     maximum: float | None = None
@@ -55,20 +57,20 @@ FEATURES: Final[dict[str, Feature]] = {
     f.name: f
     for f in (
         Feature("force", "Police force that recorded the crime (police.uk 'Reported by')",
-                "categorical", lambda d: d["Reported by"]),
+                "categorical", "Reported by", lambda d: d["Reported by"]),
         Feature("crime", "Crime type (police.uk 'Crime type')",
-                "categorical", lambda d: d["Crime type"]),
+                "categorical", "Crime type", lambda d: d["Crime type"]),
         Feature("month", "Month of the year the crime was recorded, 1-12",
-                "integer", lambda d: d["Month"].str[5:7].astype(int), minimum=1, maximum=12),
+                "integer", "Month", lambda d: d["Month"].str[5:7].astype(int), minimum=1, maximum=12),
         Feature("place", "Kind of place, from police.uk 'Location' ('On or near <place>'); "
                 "rare places are 'Other'",
-                "categorical", lambda d: _place(d["Location"]), rare_to_other=True),
+                "categorical", "Location", lambda d: _place(d["Location"]), rare_to_other=True),
         Feature("latitude", "Latitude of the crime's anonymised map point (police.uk 'Latitude'), "
                 "WGS84 degrees",
-                "number", lambda d: _number(d["Latitude"]), minimum=-90, maximum=90),
+                "number", "Latitude", lambda d: _number(d["Latitude"]), minimum=-90, maximum=90),
         Feature("longitude", "Longitude of the crime's anonymised map point "
                 "(police.uk 'Longitude'), WGS84 degrees",
-                "number", lambda d: _number(d["Longitude"]), minimum=-180, maximum=180),
+                "number", "Longitude", lambda d: _number(d["Longitude"]), minimum=-180, maximum=180),
     )
 }
 DEFAULT_FEATURES: Final[tuple[str, ...]] = ("force", "crime", "month")
@@ -88,7 +90,9 @@ def extract(crimes: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Raw feature values (strings, ints or floats), one column per feature."""
     import pandas as pd
 
-    return pd.DataFrame({n: FEATURES[n].extract(crimes).to_numpy() for n in names})
+    # The values' own arrays (not numpy copies: Python objects for strings, which pandas
+    # would turn back into strings), under a fresh index.
+    return pd.DataFrame({n: FEATURES[n].extract(crimes).array for n in names})
 
 
 def usable_rows(raw: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:

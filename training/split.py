@@ -72,8 +72,16 @@ def row_keys(crime_ids: pa.Array, file_key: int, lines: np.ndarray) -> np.ndarra
     keys = hash_strings(crime_ids)
     no_id = pc.equal(crime_ids, "").to_numpy(zero_copy_only=False)
     if no_id.any():
-        by_place = _mix(np.uint64(file_key) ^ _mix(lines[no_id].astype(np.int64).astype(np.uint64)))
-        keys[no_id] = by_place
+        keys[no_id] = place_keys(file_key, lines[no_id])
+    return keys
+
+
+def place_keys(file_key: int | np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """The keys of rows without a Crime ID: a hash of their file's key (one, or one per
+    row) and their line (never 0, which marks a row that has an ID where keys are gathered)."""
+    keys = _mix(np.asarray(file_key, dtype=np.uint64)
+                ^ _mix(lines.astype(np.int64).astype(np.uint64)))
+    keys[keys == 0] = 1
     return keys
 
 

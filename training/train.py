@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -212,6 +213,8 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
     draw, which gives the trees the distribution they have on the rows themselves. Without
     bootstrap every tree gets the counts. ``min_samples_leaf`` counts rows, so it becomes
     the same number of rows by weight (``min_weight_fraction_leaf``) and 1 distinct row.
+    The forest fits its first tree; the others, the trees it would grow (`_fit_trees`), are
+    fitted on ``n_jobs`` threads while the next draws are made.
     """
     import math
 
@@ -241,13 +244,63 @@ def fit_weighted(model: Any, classifier: str, x: np.ndarray, y: np.ndarray, weig
                                                            leaf_rows / tree_total)))
     rng = np.random.default_rng(seed)
     share = weight / weight.sum()
-    for trees in range(1, user["n_estimators"] + 1):
-        drawn = rng.multinomial(draws, share).astype(np.float64) if user["bootstrap"] else weight
-        model.set_params(n_estimators=trees)
-        model.fit(x, y, sample_weight=drawn)
+
+    def drawn() -> np.ndarray:
+        return rng.multinomial(draws, share).astype(np.float64) if user["bootstrap"] else weight
+
+    n_trees = user["n_estimators"]
+    model.set_params(n_estimators=1)
+    model.fit(x, y, sample_weight=drawn())
+    if user["class_weight"] is None:
+        # The other trees are fitted as the forest would fit them (the same parameters and
+        # the seeds it would give them), on as many threads as n_jobs says: a tree's fit
+        # runs without the GIL, so two cores fit twice as many trees.
+        _fit_trees(model, x, y, (drawn() for _ in range(n_trees - 1)),
+                   threads=_threads(user["n_jobs"]))
+    else:  # the forest weighs the classes itself: one tree per fit call
+        for trees in range(2, n_trees + 1):
+            model.set_params(n_estimators=trees)
+            model.fit(x, y, sample_weight=drawn())
     # The fitted trees are what they are; the estimator again says what the user asked for.
     model.set_params(**{k: user[k] for k in ("bootstrap", "max_samples", "min_samples_leaf",
                                               "min_weight_fraction_leaf", "warm_start", "n_jobs")})
+
+
+def _threads(n_jobs: int | None) -> int:
+    from joblib import effective_n_jobs
+
+    return max(1, int(effective_n_jobs(n_jobs)))
+
+
+def _fit_trees(forest: Any, x: np.ndarray, y: np.ndarray, weights: Iterator[np.ndarray], *,
+               threads: int) -> None:
+    """Add a tree per entry of ``weights`` to a fitted ``forest`` (grown with warm_start),
+    each fitted on its weights: what ``forest.fit`` with a larger ``n_estimators`` gives,
+    tree for tree (the same parameters, the same seeds), but with weights per tree. The
+    weights are drawn (in order) while the trees before them are fitted; at most twice
+    ``threads`` of them are held at once."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import numpy as np
+    from sklearn.base import clone
+    from sklearn.utils import check_random_state
+
+    first = forest.estimators_[0]
+    seeds = check_random_state(forest.random_state)
+    seeds.randint(np.iinfo(np.int32).max)  # the first tree's seed
+    x32 = np.asarray(x, dtype=np.float32)  # what the forest gives its trees
+    fitted: list[Any] = []
+    pending: deque[Future[Any]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="tree") as pool:
+        for w in weights:
+            tree = clone(first).set_params(random_state=seeds.randint(np.iinfo(np.int32).max))
+            pending.append(pool.submit(tree.fit, x32, y, sample_weight=w))
+            if len(pending) >= 2 * threads:
+                fitted.append(pending.popleft().result())
+        fitted.extend(f.result() for f in pending)
+    forest.estimators_.extend(fitted)
+    forest.set_params(n_estimators=len(forest.estimators_))
 
 
 def _fit_pipeline_weighted(pipeline: Any, x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> None:

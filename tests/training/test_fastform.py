@@ -78,6 +78,37 @@ def test_rounding_thresholds_down_keeps_every_decision() -> None:
     assert fastform._floor_thresholds(object()) is None
 
 
+@pytest.mark.parametrize("classifier", ["random-forest", "extra-trees"])
+def test_forests_are_converted_node_for_node_as_skl2onnx_converts_them(classifier: str) -> None:
+    """`forest_onnx` builds from the trees' arrays what skl2onnx builds node by node (from
+    the copy with thresholds rounded down): the same operator with the same attributes."""
+    import onnx
+    from onnx import helper
+
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.integers(0, 40, 3000), rng.normal(52, 1, 3000)])
+    y = (x[:, 0] / 40 + x[:, 1] + rng.normal(0, 0.5, 3000) > 52.5).astype(int)
+    forest = train.estimator_class(classifier)(n_estimators=4, min_samples_leaf=5,
+                                               random_state=0).fit(x, y)
+    ours = onnx.load_from_string(fastform.forest_onnx(forest, 2))
+    theirs = onnx.load_from_string(fastform._convert(fastform._floor_thresholds(forest), 2,
+                                                     "float32")[0])
+    assert len(ours.graph.node) == len(theirs.graph.node) == 1
+    mine, skl = ours.graph.node[0], theirs.graph.node[0]
+    assert (mine.op_type, mine.domain, list(mine.input), list(mine.output)) == \
+        (skl.op_type, skl.domain, list(skl.input), list(skl.output))
+    assert [a.name for a in mine.attribute] == [a.name for a in skl.attribute]
+    for a, b in zip(mine.attribute, skl.attribute, strict=True):
+        assert helper.get_attribute_value(a) == helper.get_attribute_value(b), a.name
+    assert (ours.graph.input, ours.graph.output) == (theirs.graph.input, theirs.graph.output)
+    found = fastform.predict(fastform.forest_onnx(forest, 2), x)
+    assert np.abs(found - forest.predict_proba(x)).max() <= fastform.TOLERANCE
+    fast = fastform.build(forest, {"a": "numeric", "b": "numeric"}, [], x, x[:100])
+    assert fast.record["converter"] == fastform.FOREST_CONVERTER
+    assert fastform._binary_forest(forest)
+    assert not fastform._binary_forest(forest.estimators_[0])
+
+
 def test_floor_float32() -> None:
     values = np.array([0.1, -0.1, 1.0, 52.000001, -3.4e38])
     floored = fastform.floor_float32(values)

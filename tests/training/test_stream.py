@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from crimecsv import HEADER, row, write
 
 from batcomputer.cli import main as cli
-from batcomputer.training import aggregate, data, split, stream, train
+from batcomputer.training import aggregate, data, police, split, stream, train
 
 
 def streamed(source: str | Path) -> tuple[pd.DataFrame, data.ReadReport]:
@@ -127,6 +128,35 @@ def test_row_keys_hash_ids_of_any_length_and_fall_back_to_file_and_line() -> Non
     assert (keys[[3, 4]] != other_file[[3, 4]]).all()
 
 
+def test_only_the_columns_asked_for_are_kept_and_every_check_still_runs(
+        crime_data: Path, tmp_path: Path) -> None:
+    whole, report = streamed(crime_data)
+    some = data.ReadReport(files=[])
+    frames = list(stream.scan(crime_data, some, columns=("Location",)))
+    assert all(list(f.columns) == ["Location", "caught", "row_key"] for f in frames)
+    only = pd.concat(frames, ignore_index=True)
+    assert some.summary() == report.summary() and some.fingerprint == report.fingerprint
+    assert only["row_key"].tolist() == whole["row_key"].tolist()  # the same rows, the same keys
+    assert only["Location"].tolist() == whole["Location"].tolist()
+    assert (only["caught"] == whole["caught"]).all()
+    # The month, force and crime type are checked (and the outcome read) although not kept.
+    path = write(tmp_path / "x.csv", row(), row(force=""), row(month="2024"))
+    with pytest.raises(data.DataError, match="x.csv:4: Month '2024'"):
+        list(stream.scan(path, columns=("Location",)))
+    with pytest.raises(ValueError, match="not a column of the reader: Age"):
+        list(stream.scan(path, columns=("Age",)))
+
+
+def test_each_feature_needs_only_its_column(crime_data: Path) -> None:
+    """What `aggregate` reads (`Feature.column`) is all each feature is extracted from."""
+    from batcomputer.training import features
+
+    whole, _ = streamed(crime_data)
+    for name, feature in features.FEATURES.items():
+        alone = features.extract(whole[[feature.column]], [name])
+        assert alone.equals(features.extract(whole, [name])), name
+
+
 def collected(source: Path, config: train.TrainConfig, **kwargs: int) -> aggregate.TrainingSet:
     return aggregate.collect(source, config, data.ReadReport(files=[]), **kwargs)
 
@@ -187,6 +217,50 @@ def test_forests_on_counts_score_like_forests_on_rows(crime_data: Path) -> None:
     assert (again.model.predict_proba(x) == on_counts.model.predict_proba(x)).all()
 
 
+@pytest.mark.filterwarnings("ignore:class_weight presets")  # warm start's, as before
+@pytest.mark.parametrize("classifier", ["random-forest", "extra-trees"])
+def test_trees_fitted_on_threads_are_the_forests_own(classifier: str) -> None:
+    """`fit_weighted` fits the trees after the first on threads; they are the trees the
+    forest grows itself (warm start, one tree per fit call, the same weights), whatever
+    the number of threads, and a class weight takes the forest's own path."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 12, (400, 3)).astype(np.float64)
+    y = (x.sum(axis=1) + rng.normal(0, 3, 400) > 16).astype(np.int64)
+    weight = rng.integers(1, 50, 400).astype(np.float64)
+    params = {"n_estimators": 9, "min_samples_leaf": 25, "random_state": 3}
+    cls = train.estimator_class(classifier)
+
+    def grown(**extra: object) -> object:
+        model = cls(**params, **extra)
+        train.fit_weighted(model, classifier, x, y, weight, seed=1)
+        return model
+
+    def by_the_forest() -> object:
+        model = grown(n_jobs=1)
+        draws = np.random.default_rng(1)
+        reference = cls(**params).set_params(
+            warm_start=True, min_samples_leaf=1, bootstrap=False,
+            min_weight_fraction_leaf=model.estimators_[0].min_weight_fraction_leaf)
+        bootstrap = cls().get_params()["bootstrap"]  # extra-trees: no bootstrap, the counts
+        for trees in range(1, 10):
+            drawn = (draws.multinomial(int(weight.sum()), weight / weight.sum()).astype(float)
+                     if bootstrap else weight)
+            reference.set_params(n_estimators=trees).fit(x, y, sample_weight=drawn)
+        return reference
+
+    def trees(model: Any) -> list[tuple[list[float], list[float], list[int]]]:
+        return [(t.tree_.threshold.tolist(), t.tree_.value.ravel().tolist(),
+                 t.tree_.feature.tolist()) for t in model.estimators_]
+
+    expected = trees(by_the_forest())
+    for model in (grown(n_jobs=1), grown(n_jobs=2), grown(n_jobs=-1)):
+        assert model.get_params()["n_jobs"] in (1, 2, -1)  # type: ignore[attr-defined]
+        assert trees(model) == expected
+    balanced = grown(class_weight="balanced")
+    assert len(balanced.estimators_) == 9  # type: ignore[attr-defined]
+    assert trees(balanced) != expected
+
+
 @pytest.mark.parametrize("classifier", sorted(train.CLASSIFIERS))
 def test_every_classifier_trains_on_counts(crime_data: Path, classifier: str) -> None:
     config = train.TrainConfig(classifier=classifier, features=("force", "crime", "month", "place"))
@@ -240,6 +314,38 @@ def test_files_fail_in_order_although_the_next_is_read_ahead(tmp_path: Path) -> 
     assert str(new.value) == str(old.value) and "a.csv:3: Month '2024-3'" in str(new.value)
     scan = stream.scan(tmp_path / "a.csv")
     scan.close()  # a consumer that stops early leaves no thread behind
+
+
+def test_files_checked_together_keep_their_own_lines_columns_and_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small files are checked in groups: each file still has its own lines, its own missing
+    columns and its own errors, in file order; a large file between them is read in blocks."""
+    no_map = ",".join(c for c in police.STREET_COLUMNS if c not in ("Latitude", "Longitude"))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write(folder / "a.csv", *[row()] * 3, row(crime="Drugs", outcome="Unable to prosecute suspect"))
+    (folder / "b.csv").write_text("\n".join(
+        [no_map, *[",".join(f for i, f in enumerate(row().split(",")) if i not in (4, 5))] * 2,
+         ""]))
+    write(folder / "c.csv", row(outcome=""), row(crime="Robbery"),
+          *[row(outcome="Investigation complete; no suspect identified")] * 3)
+    write(folder / "d.csv", *[row(force="Surrey Police")] * 60)
+    write(folder / "e.csv", row(), row(crime="Drugs", outcome="Offender fined"))
+    monkeypatch.setattr(stream, "READ_AHEAD", 2000)  # d.csv is a large file
+    monkeypatch.setattr(stream, "BLOCK_SIZE", 1 << 10)
+    same_reading(folder)
+    new, _ = streamed(folder)
+    assert (new["Latitude"] == "").sum() == 2  # b.csv's rows, as read_crimes has them
+    write(folder / "e.csv", row(), row(crime=""))
+    with pytest.raises(data.DataError, match=r"e.csv:3: 'Crime type' is empty"):
+        streamed(folder)
+    write(folder / "b.csv", row(), row(), row(month="2024-3"), row(month="x"))
+    with pytest.raises(data.DataError) as old:
+        data.read_crimes(folder)
+    with pytest.raises(data.DataError) as streamed_error:
+        streamed(folder)
+    assert str(streamed_error.value) == str(old.value)
+    assert "b.csv:4: Month '2024-3' is not YYYY-MM (2 such row(s) in this file)" in str(old.value)
 
 
 def test_a_second_pass_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
