@@ -2,8 +2,8 @@
 requests its Kubernetes client makes (by verb and resource), and the resync queue.
 
 Served on their own port (``metrics_port``, /metrics), beside kopf's liveness endpoint.
-kopf's own requests (its watch streams and the annotations it keeps on BatModels) go
-through its own client and are not counted here; the API server's apiserver_request_total
+kopf's own requests (its watch of BatModels) go through its own client and are not
+counted here; the API server's apiserver_request_total
 counts everything (bench/operator.py reads both).
 """
 
