@@ -181,7 +181,7 @@ class Kube:
         ``on_change(kind, type, obj)`` for each change after the first listing."""
         for kind in (*CHILD_KINDS, "Pod"):
             for namespace in namespaces or (None,):
-                informer = Informer(self.resources[kind], self.dynamic, kind, namespace,
+                informer = Informer(self.resources[kind], kind, namespace,
                                     functools.partial(on_change, kind))
                 self.informers.setdefault(kind, []).append(informer)
                 threading.Thread(target=informer.run, args=(stop,), daemon=True,
@@ -346,17 +346,16 @@ class Informer:
     listing them each time: an unchanged model costs no request. ``on_change(type, obj)``
     runs after the store is updated, so a reconcile it starts sees the change.
 
-    Memory is what bounds the operator at a thousand models, so each object is kept as
-    compact JSON (a few KB; as Python dicts it would be ten times that) without its
-    managedFields except the server-side applies; the listing is read in pages, and
-    events are read as plain JSON (the dynamic client's object wrappers cost a copy of
-    each)."""
+    Each object is kept as compact JSON (about 5 KB: 6.7 MB for 200 models' 1,400 objects,
+    by tracemalloc), without its managedFields except the server-side applies; reads decode
+    a copy. The listing is read in pages, and events are read as plain JSON (the dynamic
+    client's object wrappers would copy each)."""
 
     PAGE: Final = 500
 
-    def __init__(self, resource: Any, dynamic: DynamicClient, kind: str, namespace: str | None,
+    def __init__(self, resource: Any, kind: str, namespace: str | None,
                  on_change: Callable[[str, Obj], None] | None = None) -> None:
-        self.resource, self.dynamic, self.kind = resource, dynamic, kind
+        self.resource, self.kind = resource, kind
         self.namespace, self.on_change = namespace, on_change
         self.selector = f"{labels.MANAGED_BY}={labels.MANAGER}"
         self.objects: dict[tuple[str, str], dict[str, bytes]] = {}

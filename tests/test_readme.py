@@ -50,8 +50,9 @@ def test_the_training_and_serving_chapters_run_as_written(tmp_path: Path) -> Non
     runnable = blocks(README.read_text())
     chapter = [b for b in runnable if b.session == "training"]
     assert len(chapter) >= 2
-    for block in chapter:
-        run(block, tmp_path)
+    with Shell(tmp_path) as shell:  # one terminal for the chapter, as tests/readme.py says
+        for block in chapter:
+            shell.run(block)
     assert sorted(p.name for p in (tmp_path / "registry" / "crime").iterdir()) == [
         "1.0.0", "1.1.0", "1.1.1", "2.0.0"]
     served = start(str(tmp_path / "registry" / "crime" / "1.0.0"), tmp_path / "cache",
@@ -59,8 +60,9 @@ def test_the_training_and_serving_chapters_run_as_written(tmp_path: Path) -> Non
     try:
         serving = [b for b in runnable if b.session == "serving"]
         assert serving
-        for block in serving:
-            run(block, tmp_path, URL=served.url)
+        with Shell(tmp_path, URL=served.url) as shell:
+            for block in serving:
+                shell.run(block)
     finally:
         stop(served)
 

@@ -88,7 +88,7 @@ def pod(name: str, model: str) -> dict[str, Any]:
 
 def test_a_listing_is_read_in_pages_and_kept_by_model_as_json() -> None:
     resource = FakeResource([pod(f"p{i}", "crime" if i % 2 else "other") for i in range(1201)])
-    informer = Informer(resource, None, "Pod", None)  # type: ignore[arg-type]
+    informer = Informer(resource, "Pod", None)
     assert informer._list() == "99"
     assert resource.calls == [None, "500", "1000"] and len(informer) == 1201
     found = informer.items("ns", {"batcomputer.io/model": "crime"})
