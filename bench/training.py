@@ -11,10 +11,10 @@ timed), then trains the reference model (force, crime, month; 100-tree random fo
 Both are timed from process start to hold-out metrics (imports, reading, features,
 fitting, scoring), with the peak resident memory of the process (ru_maxrss from wait4).
 Then both run as the whole command, `batcomputer -q train --engine E`, which adds the fast
-form's conversion and check and the publishing: their cost depends on the model (a
-100-tree forest with a leaf per combination, about 1.4 million nodes, whose onnxruntime
-session alone takes about 600 MB to build), not on the rows, except that the memory engine
-checks up to 100,000 hold-out rows where the stream engine checks its hold-out combinations.
+form's check and the publishing: their cost depends on the model (a 100-tree forest with
+a leaf per combination, about 1.4 million nodes, pickled; its fast form is the table of its
+6,864 answers), not on the rows, except that the memory engine checks up to 100,000 hold-out
+rows where the stream engine checks its hold-out combinations.
 
 Printed: the figures per size and engine, both engines' hold-out metrics (rows drawn
 differently, so they agree within noise, not to the digit), and the projection for the

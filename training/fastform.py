@@ -5,7 +5,13 @@ converts forests, histogram gradient boosting and linear models), the server nee
 scikit-learn and no pickle to load it, and one call costs microseconds where
 ``predict_proba`` costs milliseconds (bench/server.py measures both on the same model).
 
-Forests (random-forest, extra-trees) are converted by `forest_onnx`, which writes the graph
+A model whose inputs take finitely many values (categories, bounded integers: at most
+GRID_LIMIT combinations, which the check already evaluates one by one) is published as the
+table of its answers (`table_onnx`): exact, whatever the estimator, and small. The reference
+forest is 1.4 million nodes: as trees it was 53 MB and onnxruntime took 600 MB (peaking at
+730 MB) to load it, in the publisher and in every server; as a table it is 166 KB.
+
+Other forests (random-forest, extra-trees) are converted by `forest_onnx`, which writes the graph
 skl2onnx writes for them from the trees' arrays at once: a forest trained on many rows has a
 leaf per combination of inputs in every tree (over a million nodes for the reference model),
 and skl2onnx, which walks them node by node in Python, took 7 s and 1 GB more for it.
@@ -78,6 +84,10 @@ def build(model: Any, lookup: Lookup, schema_inputs: Sequence[dict[str, Any]],
     sample, sampled = input_sample(lookup, schema_inputs, x_train, seed=seed)
     x = np.vstack([x_test[:HOLDOUT_ROWS], sample])
     expected = np.asarray(model.predict_proba(x), dtype=np.float64)
+    grids = input_grids(lookup, schema_inputs)
+    table = None
+    if grids is not None and len(sample) == math.prod(len(g) for g in grids):
+        table = expected[len(x) - len(sample):]  # every combination, in `input_sample`'s order
     base: dict[str, Any] = {
         "format": "onnx", "runtime": "onnxruntime", "onnxruntime": onnxruntime.__version__,
         "tolerance": tolerance,
@@ -85,7 +95,7 @@ def build(model: Any, lookup: Lookup, schema_inputs: Sequence[dict[str, Any]],
                                            f"and {sampled}"}
     failures = []
     converters = []
-    for precision, convert in _candidates(model, x.shape[1]):
+    for precision, convert in _candidates(model, x.shape[1], grids, table):
         try:
             data, converter = convert()
             converters.append(converter)
@@ -130,11 +140,16 @@ Conversion = Callable[[], tuple[bytes, str]]
 """Converts when called: the ONNX bytes and the converter's name, for metadata.json."""
 
 
-def _candidates(model: Any, n_inputs: int) -> Iterator[tuple[str, Conversion]]:
-    """Tree models in float32 (thresholds rounded down), others in float64; then the other.
-    A binary forest is converted by `forest_onnx` (the same graph as skl2onnx's, built from
-    the trees' arrays), any other model by skl2onnx. Each conversion happens only when the
-    one before it failed."""
+def _candidates(model: Any, n_inputs: int, grids: list[list[float]] | None = None,
+                table: np.ndarray | None = None) -> Iterator[tuple[str, Conversion]]:
+    """The model's table, when ``table`` holds ``predict_proba`` of every combination of
+    ``grids`` and each grid is a run of consecutive integers (see `table_onnx`). Else tree
+    models in float32 (thresholds rounded down), others in float64; then the other. A binary
+    forest is converted by `forest_onnx` (the same graph as skl2onnx's, built from the
+    trees' arrays), any other model by skl2onnx. Each conversion happens only when the one
+    before it failed."""
+    if grids is not None and table is not None and all(map(_consecutive, grids)):
+        yield "float64", lambda: (table_onnx(grids, table, model.classes_), TABLE_CONVERTER)
     if _binary_forest(model):
         yield "float32", lambda: (forest_onnx(model, n_inputs), FOREST_CONVERTER)
         yield "float64", lambda: _convert(model, n_inputs, "float64")
@@ -246,6 +261,80 @@ def forest_onnx(model: Any, n_inputs: int) -> bytes:
     return data
 
 
+TABLE_CONVERTER: Final = "batcomputer table_onnx (predict_proba of every combination of inputs)"
+
+
+def _consecutive(grid: Sequence[float]) -> bool:
+    return len(grid) > 0 and all(v == grid[0] + i for i, v in enumerate(grid))
+
+
+def table_onnx(grids: Sequence[Sequence[float]], table: np.ndarray, classes: Any) -> bytes:
+    """A model whose inputs take finitely many values, as the table of its answers.
+
+    ``grids`` are each input's values, each a run of consecutive integers (category codes,
+    bounded integers); ``table`` is ``predict_proba`` of every combination, in
+    ``itertools.product(*grids)`` order. The graph computes a row's place in the table
+    (``sum((x - first) * stride)``) and gathers its probabilities and label: the estimator's
+    own float64 numbers, whatever its kind or size (the reference forest is 1.4 million
+    nodes, 53 MB and 600 MB of onnxruntime session; its table is 6,864 rows, 110 KB). A row
+    with a value outside its grid (not a whole number, out of range, NaN) gets NaN
+    probabilities and label -1: the table knows nothing about it, and the server refuses
+    such values before they get here.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    sizes = [len(g) for g in grids]
+    strides = [math.prod(sizes[j + 1:]) for j in range(len(sizes))]
+    n = len(table)
+    proba = np.vstack([np.asarray(table, dtype=np.float64),
+                       np.full((1, table.shape[1]), np.nan)])
+    labels = np.append(np.asarray(classes, dtype=np.int64)[np.argmax(table, axis=1)], -1)
+
+    def const(name: str, value: Any) -> Any:
+        return helper.make_node("Constant", [], [name],
+                                value=numpy_helper.from_array(np.asarray(value), name))
+
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> Any:
+        return helper.make_node(op, inputs, [output], **attrs)
+
+    nodes = [
+        const("first", np.array([g[0] for g in grids], dtype=np.float64)),
+        const("sizes", np.array(sizes, dtype=np.float64)),
+        const("strides", np.array(strides, dtype=np.float64)),
+        const("zero", np.array(0.0)),
+        const("missing", np.array(n, dtype=np.int64)),
+        const("axis", np.array([1], dtype=np.int64)),
+        const("table", proba),
+        const("table_labels", labels),
+        node("Sub", ["inputs", "first"], "place"),  # each value's place in its grid
+        node("GreaterOrEqual", ["place", "zero"], "not_below"),
+        node("Less", ["place", "sizes"], "not_above"),
+        node("Floor", ["place"], "floored"),
+        node("Equal", ["floored", "place"], "whole"),
+        node("And", ["not_below", "not_above"], "in_range"),
+        node("And", ["in_range", "whole"], "on_grid"),
+        node("Cast", ["on_grid"], "on_grid_number", to=TensorProto.DOUBLE),
+        node("ReduceMin", ["on_grid_number", "axis"], "row_number", keepdims=0),
+        node("Cast", ["row_number"], "row_on_grid", to=TensorProto.BOOL),
+        node("Where", ["on_grid", "place", "zero"], "safe_place"),
+        node("MatMul", ["safe_place", "strides"], "index_number"),  # exact: below 2**53
+        node("Cast", ["index_number"], "index_found", to=TensorProto.INT64),
+        node("Where", ["row_on_grid", "index_found", "missing"], "index"),
+        node("Gather", ["table", "index"], OUTPUT, axis=0),
+        node("Gather", ["table_labels", "index"], "label", axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "batcomputer",
+        [helper.make_tensor_value_info("inputs", TensorProto.DOUBLE, [None, len(grids)])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info(OUTPUT, TensorProto.DOUBLE, [None, table.shape[1]])])
+    onx = helper.make_model(graph, ir_version=10, producer_name="batcomputer",
+                            opset_imports=[helper.make_opsetid("", 21)])
+    data: bytes = onx.SerializeToString()
+    return data
+
+
 def _trees(model: Any) -> Iterator[Any]:
     """Every fitted scikit-learn decision tree (``tree_``) inside ``model``."""
     import numpy as np
@@ -303,22 +392,34 @@ def input_sample(lookup: Lookup, schema_inputs: Sequence[dict[str, Any]], x_trai
     from their float32 neighbours, where tree splits sit)."""
     import numpy as np
 
+    grids = input_grids(lookup, schema_inputs)
+    if grids is not None:
+        size = math.prod(len(g) for g in grids)
+        every = np.array(list(itertools.product(*grids)),
+                         dtype=np.float64).reshape(size, len(grids))
+        return every, f"all {size:,} combinations of inputs"
     described = {i.get("name"): i for i in schema_inputs}
-    grids = [_grid(codes, described.get(name, {})) for name, codes in lookup.items()]
-    if all(g is not None for g in grids):
-        size = math.prod(len(g) for g in grids if g is not None)
-        if size <= GRID_LIMIT:
-            every = np.array(list(itertools.product(*[g for g in grids if g is not None])),
-                             dtype=np.float64).reshape(size, len(grids))
-            return every, f"all {size:,} combinations of inputs"
     rng = np.random.default_rng(seed)
     columns = []
-    for j, (name, grid) in enumerate(zip(lookup, grids, strict=True)):
+    for j, name in enumerate(lookup):
+        grid = _grid(lookup[name], described.get(name, {}))
         if grid is not None:
             columns.append(rng.choice(np.asarray(grid, dtype=np.float64), rows))
         else:
             columns.append(_numeric_sample(rng, described.get(name, {}), x_train[:, j], rows))
     return np.column_stack(columns), f"{rows:,} sampled inputs"
+
+
+def input_grids(lookup: Lookup, schema_inputs: Sequence[dict[str, Any]]
+                ) -> list[list[float]] | None:
+    """Each input's values (category codes, integers from minimum to maximum), when every
+    input takes finitely many and their combinations are at most GRID_LIMIT."""
+    described = {i.get("name"): i for i in schema_inputs}
+    grids = [_grid(codes, described.get(name, {})) for name, codes in lookup.items()]
+    found = [g for g in grids if g is not None]
+    if len(found) < len(grids) or math.prod(len(g) for g in found) > GRID_LIMIT:
+        return None
+    return found
 
 
 def _grid(codes: dict[str, int] | str, entry: dict[str, Any]) -> list[float] | None:

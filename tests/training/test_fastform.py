@@ -40,8 +40,13 @@ def test_every_classifier_gets_a_fast_form_within_the_tolerance(
     assert fast.onnx is not None, fast.record
     record = fast.record
     assert record["max_abs_diff"] <= record["tolerance"] == fastform.TOLERANCE
-    assert record["input"] == ("float64" if classifier == "logistic-regression" else "float32")
     enumerable = "month" in inputs
+    if enumerable:  # every classifier's fast form is then its table
+        assert record["converter"] == fastform.TABLE_CONVERTER
+        assert record["input"] == "float64" and record["max_abs_diff"] <= 1e-15
+    else:
+        assert record["input"] == ("float64" if classifier == "logistic-regression"
+                                   else "float32")
     assert record["checked"].endswith("combinations of inputs" if enumerable
                                       else "20,000 sampled inputs")
     # Rows it was not checked on: the float32 neighbours of the training inputs' numbers,
@@ -51,10 +56,51 @@ def test_every_classifier_gets_a_fast_form_within_the_tolerance(
     nudged = x.copy()
     nudged[:, numeric] = np.nextafter(x[:, numeric].astype(np.float32),
                                       np.float32(np.inf)).astype(np.float64)
-    for rows in (x, nudged):
+    if enumerable:  # a month between two months is off the table's grid: no answer
+        assert np.isnan(fastform.predict(fast.onnx, nudged)).all()
+    for rows in (x,) if enumerable else (x, nudged):
         found = fastform.predict(fast.onnx, rows)
         assert np.abs(found - trained.model.predict_proba(rows)).max() <= fastform.TOLERANCE
         assert np.abs(found.sum(axis=1) - 1).max() <= 1e-12
+
+
+def test_a_finite_input_space_is_published_as_the_table_of_its_answers() -> None:
+    """`table_onnx` answers every combination with the estimator's own numbers, in
+    `input_sample`'s order, and a row off the grid with NaN and label -1, never a
+    neighbour's answer."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(7)
+    lookup = {"a": {"x": 0, "y": 1, "z": 2}, "b": "numeric", "c": {"p": 0, "q": 1}}
+    schema = [{"name": "b", "type": "integer", "minimum": 3, "maximum": 6}]
+    x = np.column_stack([rng.integers(0, 3, 2000), rng.integers(3, 7, 2000),
+                         rng.integers(0, 2, 2000)]).astype(np.float64)
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1, 2000) > 5).astype(int)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    fast = fastform.build(forest, lookup, schema, x[:1500], x[1500:])
+    assert fast.onnx is not None and fast.record["converter"] == fastform.TABLE_CONVERTER
+    assert fast.record["checked"] == "500 hold-out rows and all 24 combinations of inputs"
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(fast.onnx, providers=["CPUExecutionProvider"])
+    every, _ = fastform.input_sample(lookup, schema, x)
+    label, proba = session.run(["label", fastform.OUTPUT], {"inputs": every})
+    assert np.array_equal(proba, forest.predict_proba(every))  # the very same numbers
+    assert np.array_equal(label, forest.predict(every))
+    off = np.array([[3, 4, 0], [-1, 4, 0], [0, 2, 0], [0, 7, 1], [0, 4.5, 1], [np.nan, 4, 0],
+                    [0, np.inf, 0], [2, 6, 1]], dtype=np.float64)
+    label, proba = session.run(["label", fastform.OUTPUT], {"inputs": off})
+    assert np.isnan(proba[:-1]).all() and list(label[:-1]) == [-1] * 7
+    assert np.array_equal(proba[-1], forest.predict_proba(off[-1:])[0])
+    assert label[-1] == forest.predict(off[-1:])[0]
+    # Codes that are not consecutive integers: the trees, as before.
+    gappy = {"a": {"x": 0, "y": 2, "z": 4}, "b": "numeric", "c": {"p": 0, "q": 1}}
+    spread = x.copy()
+    spread[:, 0] *= 2
+    forest.fit(spread, y)
+    tree_form = fastform.build(forest, gappy, schema, spread[:1500], spread[1500:])
+    assert tree_form.record["converter"] == fastform.FOREST_CONVERTER
+    assert tree_form.record["checked"].endswith("all 24 combinations of inputs")
 
 
 def test_rounding_thresholds_down_keeps_every_decision() -> None:
@@ -138,12 +184,15 @@ def test_no_pickle_publishes_only_the_pickle_free_form(crime_data: Path, tmp_pat
 
 def test_a_fast_form_above_the_tolerance_is_not_published(
         crime_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert publish(crime_data, tmp_path / "a", "--fast-form-tolerance", "0") == 0
+    # Inputs with numbers, not a table: a forest summed in float32 is within 1e-6, not 0.
+    assert publish(crime_data, tmp_path / "a", "--fast-form-tolerance", "0",
+                   "--features", ",".join(CONTINUOUS)) == 0
     meta = json.loads((tmp_path / "a" / "crime" / "1.0.0" / "metadata.json").read_text())
     assert "model.onnx" not in meta["files"] and "model.pkl" in meta["files"]
     assert "above the tolerance 0" in meta["fast_form"]["refused"]
     assert not (tmp_path / "a" / "crime" / "1.0.0" / "model.onnx").exists()
     # Without pickles there would be nothing to serve: refused, nothing published.
-    assert publish(crime_data, tmp_path / "b", "--fast-form-tolerance", "0", "--no-pickle") != 0
+    assert publish(crime_data, tmp_path / "b", "--fast-form-tolerance", "0", "--no-pickle",
+                   "--features", ",".join(CONTINUOUS)) != 0
     assert "--no-pickle needs the fast form" in capsys.readouterr().err
     assert not (tmp_path / "b" / "crime" / "1.0.0").exists()
