@@ -1,6 +1,7 @@
 """Benchmark training: today's in-memory path against the streaming one, in one run.
 
     nice -n 10 .venv/bin/python bench/training.py [--rows 1000000,10000000] [--data /tmp/...]
+        [--baseline REV|none]
 
 For each size it generates police.uk-shaped data (12 months x 44 forces, `generate-data`,
 timed), then trains the reference model (force, crime, month; 100-tree random forest, seed
@@ -16,6 +17,12 @@ a leaf per combination, about 1.4 million nodes, pickled; its fast form is the t
 6,864 answers), not on the rows, except that the memory engine checks up to 100,000 hold-out
 rows where the stream engine checks its hold-out combinations.
 
+And, first, `batcomputer -q train` as it was when streaming was asked for (issue 17: "40 s
+and 523 MB at 1.06 million rows"), the baseline the goal is set against: the package at
+commit BASELINE, exported from this checkout's history and run with this venv. The memory
+engine is that path's reader and trainer, but it has since shared the stream engine's
+faster features and threaded forest, so both are printed.
+
 Printed: the figures per size and engine, both engines' hold-out metrics (rows drawn
 differently, so they agree within noise, not to the digit), and the projection for the
 80-million-row police.uk archive from the stream engine's measured rows/s.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,13 +41,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+BASELINE = "f8e85e6"
+"""The commit whose `train` is the path issue 17 measured (it only changed generate-data)."""
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
+REPO = Path(__file__).resolve().parents[1]
 ARCHIVE_ROWS = 80_000_000
 FILES = 12 * 44
 
 
-def measure(argv: list[str]) -> tuple[float, int, str]:
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Run ``argv`` and return its wall time, its own peak RSS (bytes) and its stdout."""
     read, write = os.pipe()
     pid = os.fork()
@@ -48,7 +59,7 @@ def measure(argv: list[str]) -> tuple[float, int, str]:
         os.dup2(write, 1)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, os.environ if env is None else env)
     os.close(write)
     started = time.perf_counter()
     chunks = []
@@ -78,6 +89,37 @@ def worker(engine: str, data: str) -> None:
                       "aggregation": trained.aggregation}))
 
 
+def baseline_package(rev: str, root: Path) -> Path:
+    """The package at ``rev``, laid out as installed (training, server and operator inside
+    batcomputer), for PYTHONPATH: it comes before this venv's own editable install (with
+    ``python -P``, so that a checkout in the working folder does not come first)."""
+    out = root / f"baseline-{rev}"
+    if (out / ".complete").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    src = out / "src"
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "batcomputer", "training",
+                              "server", "operator"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    package = out / "batcomputer"
+    src.joinpath("batcomputer").rename(package)
+    for sub in ("training", "server", "operator"):
+        src.joinpath(sub).rename(package / sub)
+    (out / ".complete").write_text(rev)
+    return out
+
+
+def baseline_env(package: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    found = subprocess.run([PYTHON, "-P", "-c", "import batcomputer.training.train as t; "
+                            "print(t.__file__)"], env=env, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    if not found.startswith(str(package)):
+        raise SystemExit(f"the baseline imports {found}, not the package in {package}")
+    return env
+
+
 def generate(rows: int, root: Path) -> tuple[Path, float]:
     per_file = max(1, round(rows / FILES))
     folder = root / f"rows-{per_file * FILES}"
@@ -98,6 +140,12 @@ def main() -> int:
                         help="where generated data is kept between runs")
     parser.add_argument("--memory-up-to", type=int, default=None, metavar="ROWS",
                         help="skip the memory engine above this many rows")
+    parser.add_argument("--baseline", default=BASELINE, metavar="REV",
+                        help=f"the commit whose train to compare with (default {BASELINE}); "
+                             "'none' to skip it")
+    parser.add_argument("--baseline-up-to", type=int, default=2_000_000, metavar="ROWS",
+                        help="run the baseline up to this many rows (default 2,000,000: "
+                             "the goal is set at 1 million; it grows as rows do)")
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -111,6 +159,16 @@ def main() -> int:
         size = sum(f.stat().st_size for f in folder.rglob("*.csv"))
         print(f"\n{rows:,} rows: {folder} ({size / 1e6:,.0f} MB); generate-data "
               + ("reused" if gen_seconds != gen_seconds else f"{gen_seconds:.1f} s"), flush=True)
+        baseline_wall = None
+        if args.baseline != "none" and rows <= args.baseline_up_to:
+            package = baseline_package(args.baseline, root)
+            with tempfile.TemporaryDirectory() as registry:
+                baseline_wall, rss, _ = measure(
+                    [PYTHON, "-P", "-c", "import sys; from batcomputer.cli import main; "
+                     "sys.exit(main(sys.argv[1:]))", "-q", "train", str(folder),
+                     "--registry", registry], env=baseline_env(package))
+            print(f"  {args.baseline} (the path issue 17 measured) whole `batcomputer train` "
+                  f"{baseline_wall:7.1f} s  peak RSS {rss / 2**20:7,.0f} MiB", flush=True)
         engines = ["memory", "stream"]
         if args.memory_up_to is not None and rows > args.memory_up_to:
             engines = ["stream"]
@@ -128,7 +186,9 @@ def main() -> int:
                 wall, rss, _ = measure([str(BIN / "batcomputer"), "-q", "train", str(folder),
                                         "--registry", registry, "--engine", engine])
             print(f"  {engine:<7} whole `batcomputer train` (+ fast form, publish) {wall:7.1f} s  "
-                  f"peak RSS {rss / 2**20:7,.0f} MiB", flush=True)
+                  f"peak RSS {rss / 2**20:7,.0f} MiB"
+                  + (f"  ({baseline_wall / wall:.1f}x faster than {args.baseline})"
+                     if baseline_wall else ""), flush=True)
         by_engine = {r["engine"]: r for r in results if r["rows"] == found["rows_read"]}
         if len(by_engine) == 2:
             print(f"  stream is {by_engine['memory']['wall'] / by_engine['stream']['wall']:.1f}x "
