@@ -16,6 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from batcomputer.operator import metrics, status
@@ -63,20 +64,32 @@ class Controller:
         self._guard = threading.Lock()
         self._seen: dict[Key, tuple[Any, ...]] = {}
 
-    def reconcile(self, namespace: str, name: str, coalesce: bool = False,
+    def request(self, executor: Executor, namespace: str, name: str) -> None:
+        """Reconcile a model on ``executor`` soon, from the BatModel as last seen: for
+        changes a watch reports. However many arrive before it starts, it runs once (a
+        change while it runs gets one more), and what waits is its name, not the change:
+        a thousand models created at once queue a thousand names."""
+        key = (namespace, name)
+        with self._guard:
+            if key in self._waiting:
+                return
+            self._waiting.add(key)
+        try:
+            executor.submit(self.reconcile, namespace, name, True, True)
+        except RuntimeError:  # shut down: the operator is stopping
+            with self._guard:
+                self._waiting.discard(key)
+
+    def reconcile(self, namespace: str, name: str, requested: bool = False,
                   cached: bool = False) -> None:
         """Reconcile one model now; never raises (failures are retried by the schedule).
-        ``cached``: start from the BatModel as last seen, for reconciles that a watch
-        started (it has just seen the model); the resync and retries read it afresh, so
-        that a watch that missed a change cannot keep a model from converging."""
+        ``requested``: run by `request`. ``cached``: start from the BatModel as last seen,
+        for reconciles that a watch started (it has just seen the model); the resync and
+        retries read it afresh, so that a watch that missed a change cannot keep a model
+        from converging."""
         key = (namespace, name)
-        if coalesce:
-            with self._guard:
-                if key in self._waiting:
-                    return
-                self._waiting.add(key)
         with self._locks[key]:
-            if coalesce:
+            if requested:
                 with self._guard:
                     self._waiting.discard(key)
             started = time.perf_counter()

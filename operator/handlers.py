@@ -47,8 +47,8 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
     controller = Controller(kube, config, lambda body, event: kube.post_event(
         body, event.type, event.reason, event.message))
     stop = threading.Event()
-    # Child and pod changes are handed to workers, so that a burst for one model
-    # coalesces into one reconcile instead of holding up the watch that reported it.
+    # Changes are handed to workers, so that a burst for one model coalesces into one
+    # reconcile instead of holding up the watch that reported it.
     workers = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="changes")
     resource = (labels.GROUP, labels.VERSION, labels.PLURAL)
 
@@ -126,7 +126,10 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
             return
         kube.remember_model(obj)
         if controller.changed(obj):
-            controller.reconcile(meta["namespace"], meta["name"], cached=True)
+            # On the workers, not kopf's handler thread: kopf keeps each event, and all
+            # its bookkeeping, until the handler returns (a thousand models created at
+            # once were 50 MB of waiting events).
+            controller.request(workers, meta["namespace"], meta["name"])
 
     def on_change(kind: str, event_type: str, obj: dict[str, Any]) -> None:
         """A child or pod changed (the cache already has it). A child changed or deleted:
@@ -138,7 +141,7 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
             return
         if kind == "Pod" and not status.pod_needs_attention(event_type, obj):
             return
-        workers.submit(controller.reconcile, meta["namespace"], model, True, True)
+        controller.request(workers, meta["namespace"], model)
 
     return registry, controller
 

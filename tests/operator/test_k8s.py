@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batcomputer.operator import k8s, reconcile
 from batcomputer.operator.k8s import Informer, Newest, compare_versions
 
 
@@ -100,3 +101,29 @@ def test_a_listing_is_read_in_pages_and_kept_by_model_as_json() -> None:
                for p in informer.items("ns", {"batcomputer.io/model": "crime"}))
     informer._store("DELETED", pod("p1", "crime"))
     assert len(informer.items("ns", {"batcomputer.io/model": "crime"})) == 599
+
+
+def test_caches_keep_what_the_operator_reads() -> None:
+    """Which server-side applies own spec.replicas (reconcile.owns_replicas), not the rest
+    of the managedFields; a pod's labels, owners and status, not its spec."""
+    applied = {"manager": "batcomputer-operator", "operation": "Apply", "fieldsV1": {
+        "f:metadata": {"f:labels": {}}, "f:spec": {"f:replicas": {}, "f:template": {}}}}
+    deployment = {"kind": "Deployment", "metadata": {"name": "crime-v1", "managedFields": [
+        applied, {"manager": "kube-controller-manager", "operation": "Update"},
+        {"manager": "helm", "operation": "Apply", "fieldsV1": {"f:spec": {"f:paused": {}}}}]},
+        "spec": {"replicas": 2}}
+    kept = k8s.trim(deployment)
+    assert kept["spec"] == {"replicas": 2}
+    assert kept["metadata"]["managedFields"] == [{
+        "manager": "batcomputer-operator", "operation": "Apply",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    assert reconcile.owns_replicas(kept, "batcomputer-operator")
+    assert reconcile.owns_replicas(deployment, "batcomputer-operator")
+    assert not reconcile.owns_replicas(k8s.trim({**deployment, "metadata": {
+        "managedFields": deployment["metadata"]["managedFields"][1:]}}), "batcomputer-operator")
+    assert deployment["metadata"]["managedFields"][0] is applied  # the original is untouched
+    live_pod = {**pod("p", "crime"), "kind": "Pod", "spec": {"containers": [{"name": "server"}]}}
+    kept = k8s.trim(live_pod)
+    assert "spec" not in kept and kept["status"] == live_pod["status"]
+    assert "managedFields" not in kept["metadata"] and "spec" in live_pod
+    assert k8s.trim(kept) == kept
