@@ -178,9 +178,10 @@ def reconcile(body: Mapping[str, Any], api: Api, settings: Settings) -> Outcome:
     return Outcome(new_status, combine(events), min(delays) if delays else None)
 
 
-COMBINED: Final = ("Created", "Deleted")
+COMBINED: Final = ("Created", "Deleted", "Pending", "Progressing", "Ready")
 """Reasons whose Events of one reconcile are posted as one: a new model makes five or
-more objects at once, and each Event is a write the API server must take."""
+more objects at once and its versions change phase together, and each Event is a write
+the API server must take. Warnings are each said on their own."""
 
 
 def combine(events: list[Event]) -> list[Event]:

@@ -86,6 +86,15 @@ def test_creates_children_and_reports_status() -> None:
                                "1.0.0; stable Service crime -> MAJOR 1 (1.0.0)")
 
 
+def test_versions_that_change_phase_together_are_one_event() -> None:
+    outcome = reconcile(body("1.0.0", "2.0.0"), FakeApi(), S)
+    [progressing] = [e for e in outcome.events if e.reason == "Progressing"]
+    assert progressing.type == "Normal"
+    assert progressing.message.startswith("1.0.0 is Progressing: ")
+    assert "; 2.0.0 is Progressing: " in progressing.message
+    assert [e.reason for e in outcome.events] == ["Created", "Progressing"]
+
+
 def test_new_major_adds_and_removed_major_retires() -> None:
     api = FakeApi()
     reconcile(body("1.0.0"), api, S)
