@@ -2,12 +2,16 @@
 
 Prints: time from `kubectl apply` of one BatModel to its children existing and to
 status Ready, alone and again once N others are managed; time for N BatModels (2 versions
-each) to all be Ready; the API requests
+each) to all be Ready, and first, as the baseline in the same run, the floor: the time
+Kubernetes alone takes to make the same Deployments and Services (created straight from
+the operator's own desired state, 5 requests per model, by a client that does nothing else)
+available, which no operator can beat on this machine; the API requests
 that took, per model, by verb and resource (the API server's own apiserver_request_total);
 the requests of an idle resync cycle (nothing changed: writes should be 0); CPU seconds
 of the operator and the control plane; the operator's resident memory. Pods run on the
 kwok node (they only need to look Ready here: the podlet and real servers are what the
-e2e tests are for).
+e2e tests are for). Readiness is followed with a watch, so that looking costs the API
+server little.
 
     .venv/bin/python bench/operator.py [--models 200] [--resync 30]
 """
@@ -21,19 +25,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from batcomputer.operator import desired, spec
+from batcomputer.operator.settings import Settings
 from batcomputer.testenv.cluster import ControlPlane
 from batcomputer.testenv.harness import Kubectl, OperatorProcess, install
 
 REPO = Path(__file__).resolve().parents[1]
 
 NS = "bench"
+FLOOR = "bench-floor"
 
 
 def batmodel(name: str, versions: int) -> dict[str, Any]:
@@ -115,18 +124,82 @@ def writes(counts: dict[str, float]) -> float:
     return round(sum(n for key, n in counts.items() if key.split()[0] in WRITES), 2)
 
 
-def ready_names(plane: ControlPlane) -> set[str]:
-    items = plane.get(f"/apis/batcomputer.io/v1alpha1/namespaces/{NS}/batmodels").json()["items"]
-    out = set()
-    for bm in items:
-        st = bm.get("status", {})
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
-        if ready and st.get("observedGeneration") == bm["metadata"]["generation"]:
-            out.add(bm["metadata"]["name"])
-    return out
+def model_ready(bm: dict[str, Any]) -> bool:
+    st = bm.get("status", {})
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+    return bool(ready and st.get("observedGeneration") == bm["metadata"]["generation"])
 
 
-def one_model(plane: ControlPlane, kubectl: Kubectl, name: str) -> tuple[float, float]:
+def available(deployment: dict[str, Any]) -> bool:
+    st = deployment.get("status", {})
+    want = deployment["spec"].get("replicas", 1)
+    return bool(st.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+                and st.get("updatedReplicas") == st.get("availableReplicas") == want)
+
+
+class Ready(threading.Thread):
+    """The names of the objects at ``path`` that ``ready`` says are ready: one LIST, then a
+    watch (listing again if it breaks)."""
+
+    def __init__(self, plane: ControlPlane, path: str,
+                 ready: Callable[[dict[str, Any]], bool]) -> None:
+        super().__init__(daemon=True)
+        self.plane, self.path, self.ready = plane, path, ready
+        self.names: set[str] = set()
+        self.first_seen: dict[str, float] = {}
+        self.ready_at: dict[str, float] = {}
+        """When each name was first seen and first seen ready (time.monotonic)."""
+        self.changed = threading.Condition()
+        self.listed = threading.Event()
+
+    def _see(self, kind: str, obj: dict[str, Any]) -> None:
+        name, now = obj["metadata"]["name"], time.monotonic()
+        with self.changed:
+            self.first_seen.setdefault(name, now)
+            if kind != "DELETED" and self.ready(obj):
+                self.names.add(name)
+                self.ready_at.setdefault(name, now)
+            else:
+                self.names.discard(name)
+            self.changed.notify_all()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.plane.admin_token()}"}
+        while True:
+            try:
+                answer = self.plane.get(self.path)
+                if answer.status_code != 200:
+                    print(f"LIST {self.path}: {answer.status_code} {answer.text[:300]}",
+                          file=sys.stderr, flush=True)
+                    time.sleep(0.5)
+                    continue
+                listing = answer.json()
+                for obj in listing["items"]:
+                    self._see("ADDED", obj)
+                self.listed.set()
+                version = listing["metadata"]["resourceVersion"]
+                with requests.get(self.plane.state.server + self.path, headers=headers,
+                                  params={"watch": "1", "resourceVersion": version,
+                                          "allowWatchBookmarks": "true"},
+                                  verify=str(self.plane.ca_path), stream=True,
+                                  timeout=(5, 120)) as answer:
+                    for line in answer.iter_lines():
+                        event = json.loads(line)
+                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                            self._see(event["type"], event["object"])
+                        elif event["type"] == "ERROR":
+                            break
+            except (requests.RequestException, ValueError) as exc:
+                print(f"watch {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                time.sleep(0.5)
+
+    def wait_for(self, names: set[str], timeout: float) -> bool:
+        self.listed.wait(timeout)
+        with self.changed:
+            return self.changed.wait_for(lambda: names <= self.names, timeout)
+
+
+def one_model(plane: ControlPlane, kubectl: Kubectl, models: Ready, name: str) -> tuple[float, float]:
     doc = yaml.safe_dump(batmodel(name, 1))
     started = time.monotonic()
     kubectl("apply", "-f", "-", input=doc)
@@ -138,11 +211,55 @@ def one_model(plane: ControlPlane, kubectl: Kubectl, name: str) -> tuple[float, 
             svc = plane.get(f"/api/v1/namespaces/{NS}/services/{name}").status_code
             if dep == svc == 200:
                 children = now
-        if children is not None and name in ready_names(plane):
-            return children, now
+        if children is not None and models.wait_for({name}, 0.02):
+            return children, time.monotonic() - started
         if now > 60:
             raise SystemExit(f"{name} not Ready after 60s")
         time.sleep(0.02)
+
+
+def floor(plane: ControlPlane, kubectl: Kubectl, models: int) -> float:
+    """Seconds for Kubernetes alone to make available what the operator makes for
+    ``models`` two-version models: their Deployments and Services from the operator's own
+    desired state (without owners: there is no BatModel), created 5 requests per model, 4
+    at a time, as the models are, in a namespace of their own that the operator does not
+    watch."""
+    kubectl("create", "namespace", FLOOR)
+    deadline = time.monotonic() + 60
+    while plane.get(f"/api/v1/namespaces/{FLOOR}/serviceaccounts/default").status_code != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no default ServiceAccount in {FLOOR}")
+        time.sleep(0.1)
+    settings = Settings()
+    per_model = []
+    for i in range(models):
+        body = batmodel(f"f{i:03d}", 2)
+        body["metadata"].update(namespace=FLOOR, uid="floor", generation=1)
+        model = spec.parse(body)
+        objects = [o for v in model.versions
+                   for o in (desired.deployment(model, v, settings), desired.version_service(model, v))]
+        objects.append(desired.stable_service(model, model.versions[-1], ""))
+        for obj in objects:
+            obj["metadata"].pop("ownerReferences", None)
+        per_model.append(objects)
+    deployments = Ready(plane, f"/apis/apps/v1/namespaces/{FLOOR}/deployments", available)
+    deployments.start()
+    deployments.listed.wait(30)
+
+    def create(objects: list[dict[str, Any]]) -> None:
+        for obj in objects:
+            group = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+            plural = obj["kind"].lower() + "s"
+            code = plane.request("POST", f"{group}/namespaces/{FLOOR}/{plural}", json=obj).status_code
+            assert code == 201, (obj["metadata"]["name"], code)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, per_model))
+    names = {o["metadata"]["name"] for objects in per_model for o in objects if o["kind"] == "Deployment"}
+    if not deployments.wait_for(names, 600):
+        raise SystemExit("the floor's Deployments were not available after 600s")
+    return time.monotonic() - started
 
 
 def main() -> int:
@@ -151,6 +268,8 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=5)
     parser.add_argument("--resync", type=float, default=30,
                         help="the operator's resync interval; one idle cycle is measured")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the floor (Kubernetes alone, the same objects)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         plane = ControlPlane(Path(tmp) / "cp", podlet=False, tie_to_parent=True)
@@ -158,7 +277,15 @@ def main() -> int:
         try:
             kubectl = Kubectl(plane)
             install(kubectl, REPO)
+            # The floor first, on the fresh cluster: the models are then measured on a
+            # cluster that also holds the floor's objects, which can only slow them.
+            floor_seconds = floor(plane, kubectl, args.models) if args.floor else None
             kubectl("create", "namespace", NS)
+            models = Ready(plane, f"/apis/batcomputer.io/v1alpha1/namespaces/{NS}/batmodels",
+                           model_ready)
+            models.start()
+            deployments = Ready(plane, f"/apis/apps/v1/namespaces/{NS}/deployments", available)
+            deployments.start()
             operator = OperatorProcess(plane, kubectl, Path(tmp), namespaces=NS,
                                        resync_seconds=args.resync)
             operator.start()
@@ -168,7 +295,7 @@ def main() -> int:
             time.sleep(3)  # let kopf list and start watching
             idle_rss = rss_mb(operator.proc.pid)
 
-            singles = [one_model(plane, kubectl, f"single-{i}") for i in range(args.singles)]
+            singles = [one_model(plane, kubectl, models, f"single-{i}") for i in range(args.singles)]
             children = statistics.median(s[0] for s in singles)
             ready = statistics.median(s[1] for s in singles)
 
@@ -185,18 +312,24 @@ def main() -> int:
                     f"m{i:03d}", 2)).status_code, range(args.models)))
             assert set(codes) == {201}, codes
             applied = time.monotonic() - started
-            while not names <= ready_names(plane):
-                if time.monotonic() - started > 600:
-                    raise SystemExit("not all Ready after 600s")
-                time.sleep(0.5)
+            if not models.wait_for(names, 600 - (time.monotonic() - started)):
+                raise SystemExit("not all Ready after 600s")
             many = time.monotonic() - started
+            # Where each model's time went: the operator made its Deployments, Kubernetes
+            # made them available, and the operator said Ready.
+            made, available_after, said = [], [], []
+            for name in names:
+                pair = [f"{name}-v1", f"{name}-v2"]
+                made.append(max(deployments.first_seen[c] for c in pair) - started)
+                available_after.append(max(deployments.ready_at[c] for c in pair) - started)
+                said.append(models.ready_at[name] - max(deployments.ready_at[c] for c in pair))
             pids = {**plane.state.pids, "operator": operator.proc.pid}
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
             per_model = delta(api_requests(plane), requests_before, per=args.models)
             own_per_model = delta(operator_requests(operator), own_created, per=args.models)
             # One model more, while all the others are managed (their resyncs included).
             time.sleep(max(5.0, args.resync / 2))  # let the creation's tail settle
-            loaded = [one_model(plane, kubectl, f"later-{i}") for i in range(args.singles)]
+            loaded = [one_model(plane, kubectl, models, f"later-{i}") for i in range(args.singles)]
             loaded_children = statistics.median(s[0] for s in loaded)
             loaded_ready = statistics.median(s[1] for s in loaded)
             # An idle resync cycle: every model is reconciled once more and nothing changed.
@@ -218,6 +351,17 @@ def main() -> int:
                 "(median) [s]": round(loaded_ready, 3),
                 f"{args.models} models x 2 versions: creating them took [s]": round(applied, 1),
                 f"{args.models} models x 2 versions: apply -> all Ready [s]": round(many, 1),
+                f"the floor: Kubernetes alone makes the same {2 * args.models} Deployments and "
+                f"{3 * args.models} Services available [s]":
+                    round(floor_seconds, 1) if floor_seconds is not None else None,
+                "all Ready / the floor": round(many / floor_seconds, 2) if floor_seconds else None,
+                "per model, from the start: both Deployments exist (median, last) [s]":
+                    [round(statistics.median(made), 1), round(max(made), 1)],
+                "per model, from the start: both Deployments available (median, last) [s]":
+                    [round(statistics.median(available_after), 1), round(max(available_after), 1)],
+                "per model: last Deployment available -> status Ready (median, 90th percentile, "
+                "largest) [s]": [round(statistics.median(said), 2),
+                                 round(statistics.quantiles(said, n=10)[-1], 2), round(max(said), 2)],
                 f"CPU seconds used while {args.models} models were reconciled": cpu,
                 f"API requests per model while {args.models} were created and reconciled":
                     per_model,

@@ -1,8 +1,7 @@
 """Runs reconciles for kopf's handlers, the pod watch and the resync loop, one model at a time.
 
-- One reconcile at a time per model (a lock each); bursts of child and pod events
-  coalesce: while one reconcile waits for the lock, further "quick" requests for that
-  model are dropped, since the waiting one reads everything afresh.
+- One reconcile at a time per model (a lock each, shared with the resync); what watches
+  report queues the model's name once (`WorkQueue`), spec changes first, for `work`ers.
 - A failure (API server down, a write refused) is one log line with its cause (the
   traceback only at debug level) and a retry after 1 s, doubling to 30 s (`Schedule`).
 - Events pass through an `EventGate`: the same line once, no floods.
@@ -16,7 +15,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from batcomputer.operator import metrics, status
@@ -25,6 +23,7 @@ from batcomputer.operator.events import EventGate
 from batcomputer.operator.reconcile import Event
 from batcomputer.operator.schedule import Key, Schedule
 from batcomputer.operator.settings import Settings
+from batcomputer.operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -60,38 +59,34 @@ class Controller:
         self.schedule = Schedule(settings.resync_seconds)
         self.gate = EventGate()
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
-        self._waiting: set[Key] = set()
+        self.queue: WorkQueue[Key] = WorkQueue()
         self._guard = threading.Lock()
         self._seen: dict[Key, tuple[Any, ...]] = {}
 
-    def request(self, executor: Executor, namespace: str, name: str) -> None:
-        """Reconcile a model on ``executor`` soon, from the BatModel as last seen: for
-        changes a watch reports. However many arrive before it starts, it runs once (a
-        change while it runs gets one more), and what waits is its name, not the change:
-        a thousand models created at once queue a thousand names."""
-        key = (namespace, name)
-        with self._guard:
-            if key in self._waiting:
-                return
-            self._waiting.add(key)
-        try:
-            executor.submit(self.reconcile, namespace, name, True, True)
-        except RuntimeError:  # shut down: the operator is stopping
-            with self._guard:
-                self._waiting.discard(key)
+    def request(self, namespace: str, name: str, urgent: bool = False) -> None:
+        """Reconcile a model soon (by `work`), from the BatModel as last seen: for changes a
+        watch reports. What waits is its name, once (see `WorkQueue`); ``urgent`` for a
+        change of its spec, which goes before changes of children."""
+        self.queue.add((namespace, name), urgent)
 
-    def reconcile(self, namespace: str, name: str, requested: bool = False,
-                  cached: bool = False) -> None:
+    def work(self, stop: threading.Event) -> None:
+        """A worker: reconcile what `request` queued, until ``stop``."""
+        while not stop.is_set():
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                self.reconcile(*key, cached=True)
+            finally:
+                self.queue.done(key)
+
+    def reconcile(self, namespace: str, name: str, cached: bool = False) -> None:
         """Reconcile one model now; never raises (failures are retried by the schedule).
-        ``requested``: run by `request`. ``cached``: start from the BatModel as last seen,
-        for reconciles that a watch started (it has just seen the model); the resync and
-        retries read it afresh, so that a watch that missed a change cannot keep a model
-        from converging."""
+        ``cached``: start from the BatModel as last seen, for reconciles that a watch
+        started (it has just seen the model); the resync and retries read it afresh, so
+        that a watch that missed a change cannot keep a model from converging."""
         key = (namespace, name)
         with self._locks[key]:
-            if requested:
-                with self._guard:
-                    self._waiting.discard(key)
             started = time.perf_counter()
             try:
                 exists, requeue = self._reconcile(key, cached)
@@ -146,8 +141,9 @@ class Controller:
         return before != signature
 
     def queue_depth(self) -> int:
-        """Models whose reconcile is due and not yet run."""
-        return len(self.schedule.due(self.clock()))
+        """Models whose reconcile is due and not yet run: queued by watches for a worker,
+        or due for their resync."""
+        return len(self.queue) + len(self.schedule.due(self.clock()))
 
     def tracked(self) -> int:
         return len(self.schedule)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -108,47 +110,23 @@ def test_a_model_is_reconciled_for_its_spec_annotations_or_deletion_not_its_stat
     assert controller.changed(seen)
 
 
-class Queue:
-    """An executor that runs what it was given when told to."""
-
-    def __init__(self) -> None:
-        self.work: list[tuple[Any, tuple[Any, ...]]] = []
-
-    def submit(self, fn: Any, *args: Any) -> None:
-        self.work.append((fn, args))
-
-    def run(self) -> None:
-        work, self.work = self.work, []
-        for fn, args in work:
-            fn(*args)
-
-
 def test_changes_before_a_requested_reconcile_starts_are_one_reconcile() -> None:
     controller, api, _, _ = make()
     reads: list[bool] = []
     batmodel = api.batmodel
     api.batmodel = lambda ns, name, cached=False: reads.append(cached) or batmodel(ns, name)  # type: ignore[method-assign]
-    queue = Queue()
     for _ in range(3):
-        controller.request(queue, "ns", "crime")  # type: ignore[arg-type]
-    controller.request(queue, "ns", "other")  # type: ignore[arg-type]
-    assert len(queue.work) == 2  # one name each, not one change each
-    queue.run()
+        controller.request("ns", "crime")
+    controller.request("ns", "other")
+    assert len(controller.queue) == 2  # one name each, not one change each
+    assert controller.queue_depth() == 2
+    stop = threading.Event()
+    worker = threading.Thread(target=controller.work, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while (len(reads) < 2 or len(controller.queue)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    controller.queue.close()
+    worker.join(5)
     assert reads == [True, True]  # from the model as last seen
-    controller.request(queue, "ns", "crime")  # type: ignore[arg-type]
-    assert len(queue.work) == 1  # a change after it started: one more
-
-
-def test_a_change_while_a_requested_reconcile_runs_gets_one_more() -> None:
-    controller, api, _, _ = make()
-    queue = Queue()
-    batmodel = api.batmodel
-
-    def read(ns: str, name: str, cached: bool = False) -> dict[str, Any] | None:
-        controller.request(queue, ns, name)  # type: ignore[arg-type]  # arrives while it runs
-        return batmodel(ns, name)
-
-    api.batmodel = read  # type: ignore[method-assign]
-    controller.request(queue, "ns", "crime")  # type: ignore[arg-type]
-    queue.run()
-    assert len(queue.work) == 1
