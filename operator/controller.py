@@ -1,7 +1,7 @@
 """Runs reconciles for kopf's handlers, the pod watch and the resync loop, one model at a time.
 
 - One reconcile at a time per model (a lock each, shared with the resync); what watches
-  report queues the model's name once (`WorkQueue`), spec changes first, for `work`ers.
+  report queues the model's name once (`WorkQueue`) for `work`ers.
 - A failure (API server down, a write refused) is one log line with its cause (the
   traceback only at debug level) and a retry after 1 s, doubling to 30 s (`Schedule`).
 - Events pass through an `EventGate`: the same line once, no floods.
@@ -63,11 +63,10 @@ class Controller:
         self._guard = threading.Lock()
         self._seen: dict[Key, tuple[Any, ...]] = {}
 
-    def request(self, namespace: str, name: str, urgent: bool = False) -> None:
+    def request(self, namespace: str, name: str) -> None:
         """Reconcile a model soon (by `work`), from the BatModel as last seen: for changes a
-        watch reports. What waits is its name, once (see `WorkQueue`); ``urgent`` for a
-        change of its spec, which goes before changes of children."""
-        self.queue.add((namespace, name), urgent)
+        watch reports. What waits is its name, once (see `WorkQueue`)."""
+        self.queue.add((namespace, name))
 
     def work(self, stop: threading.Event) -> None:
         """A worker: reconcile what `request` queued, until ``stop``."""

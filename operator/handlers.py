@@ -9,7 +9,7 @@ annotations or deletion); changes to its children, seen by the operator's watch 
 (k8s.Informer; hand edits are undone within a second); changes to its pods that are not
 Ready (a crash, an image or scheduling failure reaches the status within a second); and
 the resync schedule. What watches report queues the model's name for WORKERS threads
-(`controller.Controller.request`), its spec changes first. Reconciles read children and
+(`controller.Controller.request`). Reconciles read children and
 pods from those caches, and those that a
 watch started read the BatModel as last seen (the watch's, or the answer to the operator's
 own status write); the resync reads it afresh. So an unchanged model costs one read per
@@ -138,7 +138,7 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
             # On the workers, not kopf's handler thread: kopf keeps each event, and all
             # its bookkeeping, until the handler returns (a thousand models created at
             # once were 50 MB of waiting events).
-            controller.request(meta["namespace"], meta["name"], urgent=True)
+            controller.request(meta["namespace"], meta["name"])
 
     def on_change(kind: str, event_type: str, obj: dict[str, Any]) -> None:
         """A child or pod changed (the cache already has it). A child changed or deleted:

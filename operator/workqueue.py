@@ -1,13 +1,12 @@
-"""The models waiting for a reconcile that a watch asked for: each once, the urgent first.
+"""The models waiting for a reconcile that a watch asked for: each once, in order.
 
 What client-go's workqueue does for controllers written in Go: a model is in the queue at
-most once however many changes arrive before a worker takes it; a model being reconciled
-is not handed to a second worker, but marked, and queued again when the first is done (so
-the change that arrived meanwhile is seen). Models whose spec changed are urgent: they go
-before models whose children or pods changed, so that a new model's children are created
-before status refreshes of the others (200 models created at once: the last one's
-Deployments existed 19 s after the start, behind the refreshes, where Kubernetes alone
-needs 15 s to make them all available).
+most once however many changes arrive before a worker takes it, and what waits is its
+name, not the changes. A model being reconciled is not handed to a second worker, but
+marked, and queued again when the first is done (so the change that arrived meanwhile is
+seen). First in, first out: a model's status refresh does not wait behind newer models.
+(Spec changes first was tried: 200 models were not Ready sooner, and the refreshes waited
+longer.)
 """
 
 from __future__ import annotations
@@ -22,36 +21,29 @@ K = TypeVar("K")
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._ready = threading.Condition()
-        self._urgent: deque[K] = deque()
-        self._later: deque[K] = deque()
-        self._queued: dict[K, bool] = {}
-        """Queued keys -> urgent."""
+        self._queue: deque[K] = deque()
+        self._queued: set[K] = set()
         self._running: set[K] = set()
-        self._again: dict[K, bool] = {}
-        """Keys that changed while running -> urgent: queued again when done."""
+        self._again: set[K] = set()
+        """Keys that changed while running: queued again when done."""
         self._closed = False
 
     def __len__(self) -> int:
         with self._ready:
             return len(self._queued)
 
-    def add(self, key: K, urgent: bool = False) -> None:
+    def add(self, key: K) -> None:
         with self._ready:
             if key in self._running:
-                self._again[key] = self._again.get(key, False) or urgent
-                return
-            self._enqueue(key, urgent)
+                self._again.add(key)
+            else:
+                self._enqueue(key)
 
-    def _enqueue(self, key: K, urgent: bool) -> None:
-        was = self._queued.get(key)
-        if was is None:
-            self._queued[key] = urgent
-            (self._urgent if urgent else self._later).append(key)
+    def _enqueue(self, key: K) -> None:
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
             self._ready.notify()
-        elif urgent and not was:
-            self._later.remove(key)
-            self._urgent.append(key)
-            self._queued[key] = True
 
     def get(self) -> K | None:
         """The next key, waiting for one; None once closed. Call `done` after it."""
@@ -60,8 +52,8 @@ class WorkQueue(Generic[K]):
                 self._ready.wait()
             if self._closed:
                 return None
-            key = (self._urgent or self._later).popleft()
-            del self._queued[key]
+            key = self._queue.popleft()
+            self._queued.discard(key)
             self._running.add(key)
             return key
 
@@ -69,7 +61,8 @@ class WorkQueue(Generic[K]):
         with self._ready:
             self._running.discard(key)
             if key in self._again:
-                self._enqueue(key, self._again.pop(key))
+                self._again.discard(key)
+                self._enqueue(key)
 
     def close(self) -> None:
         with self._ready:

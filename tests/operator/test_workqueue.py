@@ -1,4 +1,4 @@
-"""The work queue: each key once, the urgent first, never one key on two workers."""
+"""The work queue: each key once, in order, never one key on two workers."""
 
 from __future__ import annotations
 
@@ -15,29 +15,19 @@ def test_a_key_is_queued_once_however_often_it_is_added() -> None:
     assert [queue.get() for _ in range(3)] == ["a", "b", "c"]
 
 
-def test_urgent_keys_go_first_and_a_queued_key_can_become_urgent() -> None:
-    queue: WorkQueue[str] = WorkQueue()
-    queue.add("child-changed")
-    queue.add("status")
-    queue.add("new-model", urgent=True)
-    queue.add("status", urgent=True)  # its spec changed too: moved up, still once
-    assert len(queue) == 3
-    assert [queue.get() for _ in range(3)] == ["new-model", "status", "child-changed"]
-
-
 def test_a_key_that_changes_while_it_runs_is_queued_again_when_done_not_twice() -> None:
     queue: WorkQueue[str] = WorkQueue()
     queue.add("a")
     assert queue.get() == "a"
-    queue.add("a")  # a change while "a" is reconciled
-    queue.add("a", urgent=True)
+    queue.add("a")  # changes while "a" is reconciled
+    queue.add("a")
     assert len(queue) == 0  # not for a second worker meanwhile
     queue.add("b")
     queue.done("a")
     assert len(queue) == 2
-    assert queue.get() == "a"  # urgent, so before "b"
+    assert queue.get() == "b"  # in order: "a" came back after "b" was queued
+    assert queue.get() == "a"
     queue.done("a")
-    assert queue.get() == "b"
     queue.done("b")
     assert len(queue) == 0
 
