@@ -141,6 +141,8 @@ class Ready(threading.Thread):
     """The names of the objects at ``path`` that ``ready`` says are ready: one LIST, then a
     watch (listing again if it breaks)."""
 
+    started: list[Ready] = []
+
     def __init__(self, plane: ControlPlane, path: str,
                  ready: Callable[[dict[str, Any]], bool]) -> None:
         super().__init__(daemon=True)
@@ -151,6 +153,11 @@ class Ready(threading.Thread):
         """When each name was first seen and first seen ready (time.monotonic)."""
         self.changed = threading.Condition()
         self.listed = threading.Event()
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        Ready.started.append(self)
+        super().start()
 
     def _see(self, kind: str, obj: dict[str, Any]) -> None:
         name, now = obj["metadata"]["name"], time.monotonic()
@@ -165,7 +172,7 @@ class Ready(threading.Thread):
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.plane.admin_token()}"}
-        while True:
+        while not self.stop.is_set():
             try:
                 answer = self.plane.get(self.path)
                 if answer.status_code != 200:
@@ -190,6 +197,8 @@ class Ready(threading.Thread):
                         elif event["type"] == "ERROR":
                             break
             except (requests.RequestException, ValueError) as exc:
+                if self.stop.is_set():
+                    return
                 print(f"watch {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 time.sleep(0.5)
 
@@ -259,7 +268,9 @@ def floor(plane: ControlPlane, kubectl: Kubectl, models: int) -> float:
     names = {o["metadata"]["name"] for objects in per_model for o in objects if o["kind"] == "Deployment"}
     if not deployments.wait_for(names, 600):
         raise SystemExit("the floor's Deployments were not available after 600s")
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    deployments.stop.set()
+    return seconds
 
 
 def main() -> int:
@@ -381,6 +392,8 @@ def main() -> int:
             }
             operator.stop()
             print(json.dumps(report, indent=2))
+            for watcher in Ready.started:
+                watcher.stop.set()
         finally:
             plane.stop()
     return 0

@@ -1,7 +1,8 @@
 """Runs reconciles for kopf's handlers, the pod watch and the resync loop, one model at a time.
 
 - One reconcile at a time per model (a lock each, shared with the resync); what watches
-  report queues the model's name once (`WorkQueue`) for `work`ers.
+  report queues the model's name once (`WorkQueue`) for `work`ers: BatModel changes and
+  child changes in queues of their own.
 - A failure (API server down, a write refused) is one log line with its cause (the
   traceback only at debug level) and a retry after 1 s, doubling to 30 s (`Schedule`).
 - Events pass through an `EventGate`: the same line once, no floods.
@@ -59,25 +60,29 @@ class Controller:
         self.schedule = Schedule(settings.resync_seconds)
         self.gate = EventGate()
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queues: dict[bool, WorkQueue[Key]] = {True: WorkQueue(), False: WorkQueue()}
+        """Models whose BatModel changed (True), whose children or pods did (False)."""
         self._guard = threading.Lock()
         self._seen: dict[Key, tuple[Any, ...]] = {}
 
-    def request(self, namespace: str, name: str) -> None:
+    def request(self, namespace: str, name: str, spec: bool = False) -> None:
         """Reconcile a model soon (by `work`), from the BatModel as last seen: for changes a
-        watch reports. What waits is its name, once (see `WorkQueue`)."""
-        self.queue.add((namespace, name))
+        watch reports. What waits is its name, once (see `WorkQueue`). Changes of the
+        BatModel (``spec``) and of its children wait in queues of their own, so that a
+        status refresh does not wait behind a burst of new models, nor they behind it."""
+        self.queues[spec].add((namespace, name))
 
-    def work(self, stop: threading.Event) -> None:
-        """A worker: reconcile what `request` queued, until ``stop``."""
+    def work(self, stop: threading.Event, spec: bool) -> None:
+        """A worker for one of `request`'s queues, until ``stop``."""
+        queue = self.queues[spec]
         while not stop.is_set():
-            key = self.queue.get()
+            key = queue.get()
             if key is None:
                 return
             try:
                 self.reconcile(*key, cached=True)
             finally:
-                self.queue.done(key)
+                queue.done(key)
 
     def reconcile(self, namespace: str, name: str, cached: bool = False) -> None:
         """Reconcile one model now; never raises (failures are retried by the schedule).
@@ -142,7 +147,7 @@ class Controller:
     def queue_depth(self) -> int:
         """Models whose reconcile is due and not yet run: queued by watches for a worker,
         or due for their resync."""
-        return len(self.queue) + len(self.schedule.due(self.clock()))
+        return sum(map(len, self.queues.values())) + len(self.schedule.due(self.clock()))
 
     def tracked(self) -> int:
         return len(self.schedule)

@@ -9,7 +9,8 @@ annotations or deletion); changes to its children, seen by the operator's watch 
 (k8s.Informer; hand edits are undone within a second); changes to its pods that are not
 Ready (a crash, an image or scheduling failure reaches the status within a second); and
 the resync schedule. What watches report queues the model's name for WORKERS threads
-(`controller.Controller.request`). Reconciles read children and
+(`controller.Controller.request`): BatModel changes and child changes each in a queue of
+their own. Reconciles read children and
 pods from those caches, and those that a
 watch started read the BatModel as last seen (the watch's, or the answer to the operator's
 own status write); the resync reads it afresh. So an unchanged model costs one read per
@@ -40,10 +41,10 @@ TRIGGERS: Final = frozenset({"Deployment", "Service", "PodDisruptionBudget", "Ne
                              "HorizontalPodAutoscaler", "Pod"})
 """The kinds whose changes start a reconcile of their model (its API records, ConfigMaps,
 are repaired by the periodic resync)."""
-WORKERS: Final = 32
-"""Threads reconciling what watches report. A reconcile mostly waits for the API server
-(a new model's is 5 applies, a status patch and an Event): with 8, 200 models created at
-once were all Ready in 22.2 s, with 32 in 19.9 s (bench/operator.py)."""
+WORKERS: Final = 16
+"""Threads reconciling what watches report, for each of the two queues (BatModel changes,
+child changes). A reconcile mostly waits for the API server (a new model's is 5 applies, a
+status patch and an Event)."""
 
 
 def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegistry, Controller]:
@@ -78,8 +79,10 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
         # into one reconcile instead of holding up the watch that reported it. Reconciles
         # mostly wait for the API server: many workers keep it busy.
         for i in range(WORKERS):
-            threading.Thread(target=controller.work, args=(stop,), name=f"worker-{i}",
-                             daemon=True).start()
+            for spec in (True, False):
+                threading.Thread(target=controller.work, args=(stop, spec),
+                                 name=f"{'models' if spec else 'children'}-{i}",
+                                 daemon=True).start()
         # Watch caches of the children and pods: reconciles read them instead of listing,
         # and their changes start reconciles.
         kube.start_informers(config.namespaces, stop, on_change)
@@ -94,7 +97,8 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
     @kopf.on.cleanup(registry=registry)
     def shutdown(**_: Any) -> None:
         stop.set()
-        controller.queue.close()
+        for queue in controller.queues.values():
+            queue.close()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -138,7 +142,7 @@ def build_registry(config: Settings, kube: k8s.Kube) -> tuple[kopf.OperatorRegis
             # On the workers, not kopf's handler thread: kopf keeps each event, and all
             # its bookkeeping, until the handler returns (a thousand models created at
             # once were 50 MB of waiting events).
-            controller.request(meta["namespace"], meta["name"])
+            controller.request(meta["namespace"], meta["name"], spec=True)
 
     def on_change(kind: str, event_type: str, obj: dict[str, Any]) -> None:
         """A child or pod changed (the cache already has it). A child changed or deleted:

@@ -4,9 +4,9 @@ What client-go's workqueue does for controllers written in Go: a model is in the
 most once however many changes arrive before a worker takes it, and what waits is its
 name, not the changes. A model being reconciled is not handed to a second worker, but
 marked, and queued again when the first is done (so the change that arrived meanwhile is
-seen). First in, first out: a model's status refresh does not wait behind newer models.
-(Spec changes first was tried: 200 models were not Ready sooner, and the refreshes waited
-longer.)
+seen). First in, first out. (One queue with spec changes first was tried: 200 models were
+not Ready sooner, and status refreshes waited longer; the controller keeps BatModel changes
+and child changes in two queues instead.)
 """
 
 from __future__ import annotations

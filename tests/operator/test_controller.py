@@ -118,15 +118,19 @@ def test_changes_before_a_requested_reconcile_starts_are_one_reconcile() -> None
     for _ in range(3):
         controller.request("ns", "crime")
     controller.request("ns", "other")
-    assert len(controller.queue) == 2  # one name each, not one change each
-    assert controller.queue_depth() == 2
+    controller.request("ns", "new", spec=True)  # a BatModel change: a queue of its own
+    assert len(controller.queues[False]) == 2  # one name each, not one change each
+    assert controller.queue_depth() == 3
     stop = threading.Event()
-    worker = threading.Thread(target=controller.work, args=(stop,))
-    worker.start()
+    workers = [threading.Thread(target=controller.work, args=(stop, spec)) for spec in (True, False)]
+    for worker in workers:
+        worker.start()
     deadline = time.monotonic() + 5
-    while (len(reads) < 2 or len(controller.queue)) and time.monotonic() < deadline:
+    while (len(reads) < 3 or controller.queue_depth()) and time.monotonic() < deadline:
         time.sleep(0.01)
     stop.set()
-    controller.queue.close()
-    worker.join(5)
-    assert reads == [True, True]  # from the model as last seen
+    for queue in controller.queues.values():
+        queue.close()
+    for worker in workers:
+        worker.join(5)
+    assert reads == [True, True, True]  # from the model as last seen
