@@ -6,14 +6,17 @@ CA bundle of the certificate it serves. (kopf's own "managed" mode would also ne
 create a MutatingWebhookConfiguration, a privilege the operator should not have: creating
 one can intercept any object in the cluster.) The certificate comes from
 settings.webhook_cert_dir (e.g. cert-manager) or is made here at every start, self-signed
-for the names the API server uses; its key stays in a private temporary folder.
+for the names the API server uses; its key stays in a private temporary folder, removed
+when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime as dt
 import ipaddress
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Final
@@ -83,6 +86,9 @@ def server(settings: Settings) -> tuple[kopf.WebhookServer, bytes]:
         ca = folder / "ca.crt" if (folder / "ca.crt").is_file() else cert
     else:
         folder = Path(tempfile.mkdtemp(prefix="batcomputer-webhook-"))
+        # kopf reads the files while it serves (it restarts when they change): they go
+        # when the process does, not one folder with a private key per start.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         cert, key = self_signed(names(settings), folder)
         ca = cert
     listener = kopf.WebhookServer(addr=settings.webhook_addr, port=settings.webhook_port,

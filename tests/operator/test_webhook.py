@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import subprocess
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -26,6 +28,16 @@ def test_on_loopback_or_a_pod_ip_the_webhook_is_a_url() -> None:
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert listener.port == 19443 and listener.host == "127.0.0.1"
+
+
+def test_the_self_signed_key_goes_with_the_process() -> None:
+    program = ("from batcomputer.operator import webhook, settings\n"
+               "listener, _ = webhook.server(settings.Settings(webhook_host='127.0.0.1'))\n"
+               "print(listener.pkeyfile)\n")
+    key = Path(subprocess.run([sys.executable, "-c", program], check=True, capture_output=True,
+                              text=True).stdout.strip())
+    assert key.name == "tls.key" and key.parent.name.startswith("batcomputer-webhook-")
+    assert not key.parent.exists()
 
 
 def test_through_a_service_where_the_api_server_cannot_reach_pods(tmp_path: Path) -> None:
