@@ -10,10 +10,9 @@ annotations or deletion); changes to its children, seen by the operator's watch 
 Ready (a crash, an image or scheduling failure reaches the status within a second); and
 the resync schedule. What watches report queues the model's name for WORKERS threads
 (`controller.Controller.request`): BatModel changes and child changes each in a queue of
-their own. Reconciles read children and
-pods from those caches, and those that a
-watch started read the BatModel as last seen (the watch's, or the answer to the operator's
-own status write); the resync reads it afresh. So an unchanged model costs one read per
+their own. Reconciles read children and pods from those caches, and those that a watch
+started read the BatModel as last seen (the watch's, or the answer to the operator's own
+status write); the resync reads it afresh. So an unchanged model costs one read per
 resync and no write. Only a watching handler is registered for BatModels (no kopf
 create/update/resume, timer or deletion handler), so kopf writes nothing on them: no
 progress annotations and no finalizer. A BatModel deleted while the operator is down goes
