@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,9 @@ BUILD_SCRIPT: Final = REPO_ROOT / "hack" / "build-seaweedfs.sh"
 PORT_NAMES: Final = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                      "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
                      "s3.port.iceberg", "s3.port.lance")
+MIN_FREE_MIB: Final = 256
+"""SeaweedFS makes every volume read-only while its disk has less free space than this. Its
+own default, 1 % of the disk, is gigabytes on a large disk, more than the tests write."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,12 @@ class S3Server:
         return self.workdir / "weed.log"
 
     def start(self, timeout: float = 60.0) -> S3Server:
-        weed = self.weed or find_weed()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        free_mib = shutil.disk_usage(self.workdir).free // 2**20
+        if free_mib < 2 * MIN_FREE_MIB:
+            raise RuntimeError(f"only {free_mib} MiB free on the disk of {self.workdir}; "
+                               f"SeaweedFS refuses writes below {MIN_FREE_MIB} MiB")
+        weed = self.weed or find_weed()
         (self.workdir / "data").mkdir(exist_ok=True)
         config = self.workdir / "s3.json"
         config.write_text(json.dumps({"identities": [
@@ -92,7 +100,8 @@ class S3Server:
         self.ports = free_ports(PORT_NAMES)
         args = [str(weed), "server", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
-                "-volume.max=20", "-s3", f"-s3.config={config}",
+                "-volume.max=20", f"-volume.minFreeSpace={MIN_FREE_MIB}MiB",
+                "-s3", f"-s3.config={config}",
                 *(f"-{name}={port}" for name, port in self.ports.items())]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
