@@ -82,10 +82,11 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now, or with ``VmHWM`` its peak over the process's life."""
     total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             total = int(line.split()[1]) / 1024
     return total
 
@@ -446,6 +447,8 @@ def main() -> int:
                 "operator RSS idle [MB]": round(idle_rss, 1),
                 "operator RSS peak [MB]": round(sampler.peak, 1),
                 "operator RSS after [MB]": round(rss_mb(operator.proc.pid), 1),
+                "control plane: peak RSS over the whole run [MB]": {
+                    name: round(rss_mb(pid, "VmHWM")) for name, pid in plane.state.pids.items()},
             }
             operator.stop()
             print(json.dumps(report, indent=2))
