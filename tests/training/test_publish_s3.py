@@ -45,6 +45,7 @@ def test_versions_and_the_cli_read_the_bucket(s3: S3, s3_registry: str,
 
 
 def test_a_published_version_is_never_overwritten(s3: S3, s3_registry: str, crime_data: Path,
+                                                  tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     with environment(s3.env(s3.admin)):
         assert cli(["-q", "train", str(crime_data), "--registry", s3_registry,
@@ -58,7 +59,8 @@ def test_a_published_version_is_never_overwritten(s3: S3, s3_registry: str, crim
     before = reg.store.read(reg.store.location.prefix + "crime/1.0.0/metadata.json", limit=1 << 20)
     # A publisher that raced past every check still cannot replace a file: the store
     # refuses the conditional write of the first one.
-    staging = Path(reg._staging("crime", semver.Version.parse("1.0.0")))
+    staging = tmp_path / "staging"
+    staging.mkdir()
     (staging / "flags.json").write_text("[]")
     (staging / "metadata.json").write_text("{}")
     with pytest.raises(PublishError, match="published by someone else meanwhile"):
