@@ -75,11 +75,17 @@ class Client:
         return answer.status_code
 
 
-def own_cpu() -> float:
-    """CPU seconds of this process (the benchmark's watches and clients): it shares the
-    machine with what it measures."""
+def cpu_use(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process, and of this one as "benchmark" (its watches and
+    clients share the machine with what it measures)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()},
+            "benchmark": usage.ru_utime + usage.ru_stime}
+
+
+def cpu_since(before: dict[str, float], pids: dict[str, int]) -> dict[str, float]:
+    now = cpu_use(pids)
+    return {name: round(now[name] - seconds, 1) for name, seconds in before.items()}
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -302,8 +308,7 @@ def floor(plane: ControlPlane, kubectl: Kubectl,
             code = client.post(f"{group}/namespaces/{FLOOR}/{plural}", obj)
             assert code == 201, (obj["metadata"]["name"], code)
 
-    cpu_before = {name: cpu_seconds(pid) for name, pid in plane.state.pids.items()}
-    cpu_before["benchmark"] = own_cpu()
+    cpu_before = cpu_use(plane.state.pids)
     requests_before = api_requests(plane)
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
@@ -312,9 +317,7 @@ def floor(plane: ControlPlane, kubectl: Kubectl,
     if not deployments.wait_for(names, 600):
         raise SystemExit("the floor's Deployments were not available after 600s")
     seconds = time.monotonic() - started
-    cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1)
-           for name, pid in plane.state.pids.items()}
-    cpu["benchmark"] = round(own_cpu() - cpu_before["benchmark"], 1)
+    cpu = cpu_since(cpu_before, plane.state.pids)
     deployments.stop.set()
     return seconds, cpu, delta(api_requests(plane), requests_before, per=models)
 
@@ -364,8 +367,7 @@ def main() -> int:
             # Created as a GitOps tool would: straight to the API, 4 requests at a time.
             path = f"/apis/batcomputer.io/v1alpha1/namespaces/{NS}/batmodels"
             pids = {**plane.state.pids, "operator": operator.proc.pid}
-            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            cpu_before["benchmark"] = own_cpu()
+            cpu_before = cpu_use(pids)
             requests_before = api_requests(plane)
             reconciles_before = reconciles(operator)
             client = Client(plane)
@@ -387,9 +389,7 @@ def main() -> int:
                 made.append(max(deployments.first_seen[c] for c in pair) - started)
                 available_after.append(max(deployments.ready_at[c] for c in pair) - started)
                 said.append(models.ready_at[name] - max(deployments.ready_at[c] for c in pair))
-            pids = {**plane.state.pids, "operator": operator.proc.pid}
-            cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
-            cpu["benchmark"] = round(own_cpu() - cpu_before["benchmark"], 1)
+            cpu = cpu_since(cpu_before, pids)
             reconciled = round((reconciles(operator) - reconciles_before) / args.models, 1)
             per_model = delta(api_requests(plane), requests_before, per=args.models)
             own_per_model = delta(operator_requests(operator), own_created, per=args.models)
